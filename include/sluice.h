@@ -1,0 +1,227 @@
+/*
+ * sluice.h - the public API of libsluice.
+ *
+ * sluice is a data orchestration layer for machine-learning pipelines: one namespace over many
+ * stores (local directories now; S3 and HTTP next), a page cache in RAM and on local disk in
+ * between, and the tools around them. A function not declared here is private.
+ *
+ * Conventions (the same everywhere):
+ * - Functions return int: 0 on success, a negative errno (-ENOENT) or a sluice code (SL_E_*).
+ *   sl_strerror() names any of them; sl_errmsg() gives the detailed message of the last failure
+ *   on the calling thread (with the path, URI or config position it concerns).
+ * - Objects come back through out-parameters; destructors accept NULL.
+ * - Paths are namespace paths ("/imagenet/train/0001.jpg", resolved through the mount table)
+ *   or direct URIs ("file:///abs/path").
+ * - Thread safety: one sl_t may be used from many threads at once. An sl_file_t may be read by
+ *   several threads at once; an sl_writer_t belongs to one thread at a time.
+ */
+#ifndef SLUICE_H
+#define SLUICE_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+#define SL_EXPORT __attribute__((visibility("default")))
+
+#define SL_VERSION_STRING "0.1.0"
+
+/* ---- errors -------------------------------------------------------------------------------- */
+
+/* sluice's own error codes, below every errno. X(NAME, value, message). */
+#define SL_ERRORS(X)                                                                  \
+    X(CONFIG, -1001, "invalid configuration")                                         \
+    X(USAGE, -1002, "invalid argument")                                               \
+    X(PATH_ESCAPE, -1003, "path escapes its mount with '..'")                         \
+    X(NO_MOUNT, -1004, "no mount holds this path")                                    \
+    X(BAD_URI, -1005, "malformed URI")                                                \
+    X(SCHEME, -1006, "no under-store for this URI scheme")                            \
+    X(CHANGED, -1007, "object changed in the store while it was read")                \
+    X(CHECKSUM, -1008, "cached page failed its checksum")                             \
+    X(CACHE_FULL, -1009, "cache is full of pages that cannot be evicted")             \
+    X(CORRUPT, -1010, "cache index is damaged")                                       \
+    X(INTERRUPTED, -1011, "interrupted")                                              \
+    X(NOT_FILE, -1012, "not a regular file")                                          \
+    X(NOT_DIR, -1013, "not a directory")                                              \
+    X(READ_ONLY, -1014, "this store is read-only")
+
+enum {
+#define SL__E_ENUM(name, value, msg) SL_E_##name = (value),
+    SL_ERRORS(SL__E_ENUM)
+#undef SL__E_ENUM
+};
+
+/* A static string naming err (negative errno or SL_E_*). Never NULL. */
+SL_EXPORT const char *sl_strerror(int err);
+
+/* The detailed message of the last failure on this thread, e.g.
+ * "/etc/sluice.yaml:3:9: expected a size such as 20GiB, got 'lots'". Falls back to
+ * sl_strerror(err) when no detail was recorded for err. Valid until the next sluice call on this
+ * thread. */
+SL_EXPORT const char *sl_errmsg(int err);
+
+/* ---- logging ------------------------------------------------------------------------------- */
+
+enum sl_log_level { SL_LOG_ERROR = 0, SL_LOG_WARN = 1, SL_LOG_INFO = 2, SL_LOG_DEBUG = 3 };
+
+/* Messages at or below level go to stderr as "sluice: warning: ...". Default: SL_LOG_WARN. */
+SL_EXPORT void sl_log_set_level(enum sl_log_level level);
+
+/* ---- an instance ----------------------------------------------------------------------------- */
+
+typedef struct sl sl_t;
+
+typedef struct sl_options {
+    /* Config file; NULL searches $SLUICE_CONFIG, ./sluice.yaml, $XDG_CONFIG_HOME/sluice/sluice.yaml
+     * (~/.config when unset), then runs on defaults. */
+    const char *config_path;
+    /* Overrides cache.dir of the config when not NULL. */
+    const char *cache_dir;
+} sl_options_t;
+
+/* Loads the config and opens the cache. A cache directory that cannot be used is not an error:
+ * sluice warns and reads through from the stores. The caller owns *out; close with sl_close(). */
+SL_EXPORT int sl_open(const sl_options_t *opts, sl_t **out);
+
+/* Flushes the cache's counters and releases everything. Accepts NULL. */
+SL_EXPORT void sl_close(sl_t *sl);
+
+/* The config file in use, or NULL when running on defaults. Owned by sl. */
+SL_EXPORT const char *sl_config_path(const sl_t *sl);
+
+/* The URI of what path names, e.g. "/imagenet/x.jpg" -> "s3://bucket/imagenet/x.jpg"; NULL for
+ * a directory of the namespace itself (above the mounts). SL_E_NO_MOUNT when no mount holds the
+ * path. Touches no store. The caller frees *uri. */
+SL_EXPORT int sl_resolve(sl_t *sl, const char *path, char **uri);
+
+/* ---- metadata -------------------------------------------------------------------------------- */
+
+typedef enum sl_type { SL_TYPE_FILE = 1, SL_TYPE_DIR = 2 } sl_type_t;
+
+#define SL_VERSION_MAX 128
+
+typedef struct sl_stat {
+    sl_type_t type;
+    uint64_t size;                /* bytes (0 for directories) */
+    int64_t mtime_ns;             /* modification time, ns since the epoch; 0 when unknown */
+    uint32_t mode;                /* permission bits as the store reports them, or 0 */
+    char version[SL_VERSION_MAX]; /* the object's version in its store (ETag, mtime+size...) */
+} sl_stat_t;
+
+/* Metadata of one entry, through the metadata cache (the mount's metadata_ttl). */
+SL_EXPORT int sl_stat(sl_t *sl, const char *path, sl_stat_t *st);
+
+/* Bytes of path's current version held in the disk cache. */
+SL_EXPORT int sl_cached_bytes(sl_t *sl, const char *path, const sl_stat_t *st, uint64_t *bytes);
+
+typedef struct sl_dirent {
+    const char *name; /* one path component; valid during the callback only */
+    sl_stat_t st;
+} sl_dirent_t;
+
+/* Called once per entry, in the store's order; return non-zero to stop the listing early
+ * (sl_list then returns that value). */
+typedef int (*sl_list_cb)(void *arg, const sl_dirent_t *ent);
+
+/* Lists the directory at path (the namespace root lists the mounts). Entries stream from the
+ * store page by page; nothing holds the whole listing in memory. */
+SL_EXPORT int sl_list(sl_t *sl, const char *path, sl_list_cb cb, void *arg);
+
+/* ---- reading --------------------------------------------------------------------------------- */
+
+typedef struct sl_file sl_file_t;
+
+/* Opens a file for reading through the cache. The object's version is pinned at open: every
+ * byte read from this handle comes from that version, or the read fails with SL_E_CHANGED.
+ * The caller owns *out; close with sl_file_close(). */
+SL_EXPORT int sl_file_open(sl_t *sl, const char *path, sl_file_t **out);
+
+/* Reads up to len bytes at off into buf; *nread < len only at the end of the file. */
+SL_EXPORT int sl_file_pread(sl_file_t *f, void *buf, size_t len, uint64_t off, size_t *nread);
+
+/* The metadata pinned at open. Owned by f. */
+SL_EXPORT const sl_stat_t *sl_file_stat(const sl_file_t *f);
+
+/* Accepts NULL. */
+SL_EXPORT void sl_file_close(sl_file_t *f);
+
+/* ---- writing --------------------------------------------------------------------------------- */
+
+typedef struct sl_writer sl_writer_t;
+
+/* Starts writing a new version of the object at path. Nothing is visible in the store until
+ * sl_writer_commit() returns 0; from then on the data is durable. The caller owns *out: it must
+ * end with exactly one of sl_writer_commit() or sl_writer_abort(). */
+SL_EXPORT int sl_writer_open(sl_t *sl, const char *path, sl_writer_t **out);
+SL_EXPORT int sl_writer_write(sl_writer_t *w, const void *buf, size_t len);
+
+/* Makes the object durable and visible, then frees w, whatever the outcome. */
+SL_EXPORT int sl_writer_commit(sl_writer_t *w);
+
+/* Discards everything written and frees w. Accepts NULL. */
+SL_EXPORT void sl_writer_abort(sl_writer_t *w);
+
+/* Creates a directory (and its parents) where the store has directories. */
+SL_EXPORT int sl_mkdir(sl_t *sl, const char *path);
+
+/* ---- the cache ------------------------------------------------------------------------------- */
+
+typedef struct sl_load_item {
+    const char *path;
+    uint64_t offset; /* first byte to warm */
+    uint64_t length; /* UINT64_MAX: to the end of the file */
+} sl_load_item_t;
+
+/* Progress of sl_load(): bytes warmed so far out of the total, and items done. Called from the
+ * loading thread, at most about ten times a second and once at the end. */
+typedef void (*sl_progress_cb)(void *arg, uint64_t done_bytes, uint64_t total_bytes,
+                               size_t done_items, size_t total_items);
+
+/* Warms the disk cache with the given ranges, in the given order, many pages in flight at once.
+ * On failure *failed (if not NULL) is the index of the item that failed. */
+SL_EXPORT int sl_load(sl_t *sl, const sl_load_item_t *items, size_t n, sl_progress_cb cb,
+                      void *arg, size_t *failed);
+
+/* Drops every cached page of path (all versions); *freed_bytes gets what was released. */
+SL_EXPORT int sl_free(sl_t *sl, const char *path, uint64_t *freed_bytes);
+
+typedef struct sl_cache_stats {
+    uint64_t hits;              /* pages served from the cache (RAM or disk) */
+    uint64_t misses;            /* pages fetched from a store */
+    uint64_t ufs_bytes_read;    /* bytes read from stores */
+    uint64_t ufs_requests;      /* requests made to stores (stat, list, read) */
+    uint64_t bytes_cached;      /* disk blocks held by cached pages now */
+    uint64_t pages_cached;      /* pages on disk now */
+    uint64_t capacity_bytes;    /* the disk tier's hard limit (cache.size) */
+    uint64_t evictions;         /* pages evicted from the disk tier */
+    uint64_t checksum_failures; /* cached pages found damaged, dropped and fetched again */
+} sl_cache_stats_t;
+
+/* The cache's figures, counted over every process that used this cache directory since it was
+ * created or last reset; includes this process's unflushed counts. */
+SL_EXPORT int sl_cache_stats(sl_t *sl, sl_cache_stats_t *out);
+
+/* Sets the counters (hits, misses, ufs_*, evictions, checksum_failures) back to zero. */
+SL_EXPORT int sl_cache_stats_reset(sl_t *sl);
+
+/* The cache directory in use, or NULL when the disk tier is off. Owned by sl. */
+SL_EXPORT const char *sl_cache_dir(const sl_t *sl);
+
+/* ---- sizes and durations ----------------------------------------------------------------------- */
+
+/* "20GiB", "1.5 MB", "4096" -> bytes. B/KiB/MiB/GiB/TiB/PiB and KB/MB/GB/TB/PB. */
+SL_EXPORT int sl_parse_size(const char *s, uint64_t *bytes);
+
+/* "10m", "1h30m", "250ms", "0", "-1" (forever) -> nanoseconds (-1 for forever). */
+SL_EXPORT int sl_parse_duration(const char *s, int64_t *ns);
+
+/* Formats bytes for humans ("1.5 GiB") into buf. Returns buf. */
+SL_EXPORT char *sl_format_size(uint64_t bytes, char *buf, size_t len);
+
+#ifdef __cplusplus
+}
+#endif
+#endif /* SLUICE_H */

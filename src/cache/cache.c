@@ -1,0 +1,379 @@
+/*
+ * cache.c - the tiered page cache: RAM over disk over the store.
+ *
+ * A page is named by its key: hash(object id) | hash(version, page size) | page index, 32
+ * bytes. A changed object has a new version and so new keys: old pages can never be served for
+ * it (they age out, or `free` drops every version at once, the pages of a file being adjacent
+ * in the index).
+ *
+ * sl__cache_get() is single flight: the first caller for a page inserts it into the RAM tier
+ * as LOADING and fetches it (disk first, then store) without holding the lock; later callers
+ * find it there and wait. A page fetched from the store is written to disk by the thread that
+ * fetched it, after the waiters have been woken, so readers never wait for the cache disk.
+ *
+ * What is counted: a miss per page fetched from a store; a hit per page a reader got without a
+ * store fetch on its behalf. A page read ahead from the store is its miss; the reader who then
+ * reads it counts nothing more. So hits + misses = pages read, and a second read of a file
+ * counts only hits.
+ *
+ * Hits on disk pages also feed the disk tier's policy (LRU order, S3-FIFO frequency). Those
+ * updates and the counters are batched and written by a flusher thread four times a second:
+ * other processes see this one's figures within a second, and the hot path never waits for an
+ * LMDB write.
+ */
+#include <stdlib.h>
+#include <string.h>
+#include <xxhash.h>
+
+#include "cache/cache.h"
+#include "cache/tier.h"
+
+#define FLUSH_INTERVAL_NS (250ULL * 1000000ULL)
+#define SYNC_INTERVAL_NS (1000ULL * 1000000ULL)
+#define MAX_PENDING_HITS 65536
+
+struct sl_cache {
+    uint32_t page_size;
+    uint64_t capacity;
+    struct sl_mem mem;
+    struct sl_disk *disk; /* NULL: RAM only */
+    struct sl_counters *ctr;
+
+    pthread_mutex_t hits_lock; /* guards hits, nhits */
+    uint8_t (*hits)[SL_PAGE_KEY_LEN];
+    size_t nhits;
+
+    pthread_mutex_t flush_lock; /* guards stopping; serialises flushes */
+    pthread_cond_t flush_wake;
+    bool stopping;
+    bool flusher_started;
+    pthread_t flusher;
+};
+
+void sl__object_ids(struct sl_object *o, const char *object_id, uint32_t page_size)
+{
+    sl__hash128(object_id, o->file_id);
+    const char *v = o->version ? o->version : "";
+    o->version_id = XXH3_64bits_withSeed(v, strlen(v), page_size);
+}
+
+static void put_be64(uint8_t *p, uint64_t v)
+{
+    for (int i = 0; i < 8; i++) p[i] = (uint8_t)(v >> (56 - 8 * i));
+}
+
+/* The first 24 bytes of every key of this version of o. */
+static void version_prefix(const struct sl_object *o, uint8_t prefix[24])
+{
+    memcpy(prefix, o->file_id, 16);
+    put_be64(prefix + 16, o->version_id);
+}
+
+/* Big-endian numbers, so that the pages of a version sort in order in the index. */
+static void make_key(const struct sl_object *o, uint64_t index, uint8_t key[SL_PAGE_KEY_LEN])
+{
+    version_prefix(o, key);
+    put_be64(key + 24, index);
+}
+
+static void note_disk_hit(struct sl_cache *c, const uint8_t key[SL_PAGE_KEY_LEN])
+{
+    if (!c->disk) return;
+    pthread_mutex_lock(&c->hits_lock);
+    /* Beyond the bound, a hit's only loss is a little recency information. */
+    if (c->nhits < MAX_PENDING_HITS &&
+        (c->nhits == 0 || memcmp(c->hits[c->nhits - 1], key, SL_PAGE_KEY_LEN) != 0))
+        memcpy(c->hits[c->nhits++], key, SL_PAGE_KEY_LEN);
+    pthread_mutex_unlock(&c->hits_lock);
+}
+
+void sl__cache_flush(struct sl_cache *c)
+{
+    uint64_t deltas[SL_CTR__COUNT];
+    bool any = false;
+
+    if (!c->disk) return;
+    pthread_mutex_lock(&c->flush_lock);
+    sl__counters_take(c->ctr, deltas);
+    for (int i = 0; i < SL_CTR__COUNT; i++) any |= deltas[i] != 0;
+
+    pthread_mutex_lock(&c->hits_lock);
+    size_t n = c->nhits;
+    uint8_t(*hits)[SL_PAGE_KEY_LEN] = NULL;
+    if (n && (hits = malloc(n * SL_PAGE_KEY_LEN))) memcpy(hits, c->hits, n * SL_PAGE_KEY_LEN);
+    c->nhits = 0;
+    pthread_mutex_unlock(&c->hits_lock);
+
+    if ((any || hits) && sl__disk_apply(c->disk, deltas, (const uint8_t(*)[SL_PAGE_KEY_LEN])hits,
+                                        hits ? n : 0) < 0)
+        sl__counters_give_back(c->ctr, deltas); /* try again next time */
+    free(hits);
+    pthread_mutex_unlock(&c->flush_lock);
+}
+
+static void *flusher_main(void *arg)
+{
+    struct sl_cache *c = arg;
+    uint64_t last_sync = sl__mono_ns();
+
+    pthread_mutex_lock(&c->flush_lock);
+    while (!c->stopping) {
+        struct timespec ts;
+        clock_gettime(CLOCK_REALTIME, &ts);
+        ts.tv_nsec += (long)FLUSH_INTERVAL_NS;
+        if (ts.tv_nsec >= 1000000000L) {
+            ts.tv_sec++;
+            ts.tv_nsec -= 1000000000L;
+        }
+        pthread_cond_timedwait(&c->flush_wake, &c->flush_lock, &ts);
+        if (c->stopping) break;
+        pthread_mutex_unlock(&c->flush_lock);
+        sl__cache_flush(c);
+        if (sl__mono_ns() - last_sync >= SYNC_INTERVAL_NS) {
+            sl__disk_sync(c->disk);
+            last_sync = sl__mono_ns();
+        }
+        pthread_mutex_lock(&c->flush_lock);
+    }
+    pthread_mutex_unlock(&c->flush_lock);
+    return NULL;
+}
+
+int sl__cache_open(const struct sl_config *cfg, struct sl_counters *ctr, struct sl_cache **out)
+{
+    struct sl_cache *c = calloc(1, sizeof(*c));
+    int rc;
+
+    if (!c) return -ENOMEM;
+    c->page_size = cfg->page_size;
+    c->capacity = cfg->cache_size;
+    c->ctr = ctr;
+    pthread_mutex_init(&c->hits_lock, NULL);
+    pthread_mutex_init(&c->flush_lock, NULL);
+    pthread_cond_init(&c->flush_wake, NULL);
+    if ((rc = sl__mem_init(&c->mem, cfg->cache_memory, cfg->page_size)) < 0) {
+        free(c);
+        return rc;
+    }
+
+    rc = sl__disk_open(cfg->cache_dir, cfg->cache_size, ctr, &c->disk);
+    if (rc == SL_E_CORRUPT || rc == -ENOMEM) {
+        sl__cache_close(c);
+        return sl__err_ctx(rc, cfg->cache_dir);
+    }
+    if (rc < 0) {
+        sl__warn("cache %s: %s; reading through from the stores without a disk cache "
+                 "(set cache.dir to a writable directory)", cfg->cache_dir, sl_strerror(rc));
+        c->disk = NULL;
+    }
+    if (c->disk) {
+        c->hits = malloc(MAX_PENDING_HITS * SL_PAGE_KEY_LEN);
+        if (!c->hits || pthread_create(&c->flusher, NULL, flusher_main, c) != 0) {
+            sl__cache_close(c);
+            return -ENOMEM;
+        }
+        c->flusher_started = true;
+    }
+    *out = c;
+    return 0;
+}
+
+void sl__cache_close(struct sl_cache *c)
+{
+    if (!c) return;
+    if (c->flusher_started) {
+        pthread_mutex_lock(&c->flush_lock);
+        c->stopping = true;
+        pthread_cond_signal(&c->flush_wake);
+        pthread_mutex_unlock(&c->flush_lock);
+        pthread_join(c->flusher, NULL);
+    }
+    sl__cache_flush(c);
+    sl__disk_close(c->disk);
+    sl__mem_fini(&c->mem);
+    free(c->hits);
+    pthread_cond_destroy(&c->flush_wake);
+    pthread_mutex_destroy(&c->flush_lock);
+    pthread_mutex_destroy(&c->hits_lock);
+    free(c);
+}
+
+uint32_t sl__cache_page_size(const struct sl_cache *c)
+{
+    return c->page_size;
+}
+
+struct sl_db *sl__cache_db(struct sl_cache *c)
+{
+    return sl__disk_db(c->disk);
+}
+
+/* Disk, then store. *from_store says which. */
+static int load(struct sl_cache *c, const struct sl_object *o, const uint8_t key[SL_PAGE_KEY_LEN],
+                uint64_t off, size_t len, uint8_t **out, bool *from_store)
+{
+    uint8_t *data = malloc(len ? len : 1);
+    size_t n = 0;
+    int rc;
+
+    if (!data) return -ENOMEM;
+    if (c->disk && sl__disk_read(c->disk, key, data, len) == 0) {
+        *from_store = false;
+        *out = data;
+        return 0;
+    }
+    rc = sl__ufs_read(o->ufs, o->rel, o->version, off, data, len, &n);
+    if (rc == 0 && n != len) rc = SL_E_CHANGED; /* shorter than the version we pinned */
+    if (rc < 0) {
+        free(data);
+        return rc;
+    }
+    sl__count(c->ctr, SL_CTR_MISSES, 1);
+    *from_store = true;
+    *out = data;
+    return 0;
+}
+
+/* A reader's access to a READY page (mem lock held): true if it counts as a hit. */
+static bool access_page(struct sl_cache *c, struct sl_mpage *mp, unsigned flags)
+{
+    if (!(flags & SL_GET_NO_RAM)) mp->no_keep = false;
+    if (flags & SL_GET_PREFETCH) return false;
+    sl__mem_hit(&c->mem, mp);
+    if (mp->fresh) {
+        mp->fresh = false; /* its miss was counted when it was fetched */
+        return false;
+    }
+    return true;
+}
+
+int sl__cache_get(struct sl_cache *c, const struct sl_object *o, uint64_t index, unsigned flags,
+                  struct sl_page_ref *ref)
+{
+    uint8_t key[SL_PAGE_KEY_LEN];
+    uint64_t off = index * c->page_size;
+    struct sl_mpage *mp;
+    bool hit;
+
+    if (off >= o->size) return -EINVAL;
+    size_t len = (size_t)SL_MIN((uint64_t)c->page_size, o->size - off);
+    make_key(o, index, key);
+    uint64_t hash = XXH3_64bits(key, sizeof(key));
+
+    pthread_mutex_lock(&c->mem.lock);
+    mp = sl__mem_find(&c->mem, key, hash);
+    if (mp) {
+        mp->refs++;
+        while (mp->state == SL_MP_LOADING) pthread_cond_wait(&c->mem.changed, &c->mem.lock);
+        if (mp->state == SL_MP_FAILED) {
+            int rc = mp->err;
+            sl__mem_unref(&c->mem, mp);
+            pthread_mutex_unlock(&c->mem.lock);
+            return rc;
+        }
+        hit = access_page(c, mp, flags);
+        pthread_mutex_unlock(&c->mem.lock);
+    } else {
+        uint8_t *data = NULL;
+        bool from_store = false;
+        mp = sl__mem_insert_loading(&c->mem, key, hash);
+        if (!mp) {
+            pthread_mutex_unlock(&c->mem.lock);
+            return -ENOMEM;
+        }
+        mp->no_keep = (flags & SL_GET_NO_RAM) != 0;
+        pthread_mutex_unlock(&c->mem.lock);
+
+        int rc = load(c, o, key, off, len, &data, &from_store);
+
+        pthread_mutex_lock(&c->mem.lock);
+        if (rc < 0) {
+            sl__mem_set_failed(&c->mem, mp, rc);
+            sl__mem_unref(&c->mem, mp);
+            pthread_mutex_unlock(&c->mem.lock);
+            return rc;
+        }
+        sl__mem_set_ready(&c->mem, mp, data, len, o->policy);
+        mp->fresh = from_store;
+        hit = access_page(c, mp, flags);
+        pthread_mutex_unlock(&c->mem.lock);
+
+        /* The page is pinned by us and immutable: write it down without holding anyone up. */
+        if (from_store && c->disk) sl__disk_insert(c->disk, key, o->policy, data, len);
+    }
+    if (hit) {
+        sl__count(c->ctr, SL_CTR_HITS, 1);
+        note_disk_hit(c, key);
+    }
+    ref->page = mp;
+    ref->data = mp->data;
+    ref->len = mp->len;
+    return 0;
+}
+
+void sl__cache_release(struct sl_cache *c, struct sl_page_ref *ref)
+{
+    if (!ref->page) return;
+    pthread_mutex_lock(&c->mem.lock);
+    sl__mem_unref(&c->mem, ref->page);
+    pthread_mutex_unlock(&c->mem.lock);
+    ref->page = NULL;
+    ref->data = NULL;
+}
+
+bool sl__cache_on_disk(struct sl_cache *c, const struct sl_object *o, uint64_t index)
+{
+    uint8_t key[SL_PAGE_KEY_LEN];
+    if (!c->disk) return false;
+    make_key(o, index, key);
+    return sl__disk_contains(c->disk, key);
+}
+
+int sl__cache_free_object(struct sl_cache *c, const uint8_t file_id[16], uint64_t *freed)
+{
+    pthread_mutex_lock(&c->mem.lock);
+    sl__mem_drop_prefix(&c->mem, file_id, 16);
+    pthread_mutex_unlock(&c->mem.lock);
+    *freed = 0;
+    return c->disk ? sl__disk_free_prefix(c->disk, file_id, 16, freed) : 0;
+}
+
+int sl__cache_cached_bytes(struct sl_cache *c, const struct sl_object *o, uint64_t *bytes)
+{
+    uint8_t prefix[24];
+    *bytes = 0;
+    if (!c->disk) return 0;
+    version_prefix(o, prefix);
+    return sl__disk_sum_prefix(c->disk, prefix, sizeof(prefix), bytes);
+}
+
+int sl__cache_stats(struct sl_cache *c, sl_cache_stats_t *out)
+{
+    memset(out, 0, sizeof(*out));
+    out->capacity_bytes = c->capacity;
+    if (c->disk) {
+        int rc = sl__disk_stats(c->disk, out);
+        if (rc < 0) return rc;
+    }
+    /* Plus what this process counted and has not flushed yet. */
+    uint64_t *fields[SL_CTR__COUNT] = {
+        [SL_CTR_HITS] = &out->hits,
+        [SL_CTR_MISSES] = &out->misses,
+        [SL_CTR_UFS_BYTES_READ] = &out->ufs_bytes_read,
+        [SL_CTR_UFS_REQUESTS] = &out->ufs_requests,
+        [SL_CTR_EVICTIONS] = &out->evictions,
+        [SL_CTR_CHECKSUM_FAILURES] = &out->checksum_failures,
+    };
+    for (int i = 0; i < SL_CTR__COUNT; i++) *fields[i] += atomic_load(&c->ctr->v[i]);
+    return 0;
+}
+
+int sl__cache_stats_reset(struct sl_cache *c)
+{
+    uint64_t dropped[SL_CTR__COUNT];
+    pthread_mutex_lock(&c->flush_lock);
+    sl__counters_take(c->ctr, dropped);
+    int rc = c->disk ? sl__disk_reset_counters(c->disk) : 0;
+    pthread_mutex_unlock(&c->flush_lock);
+    return rc;
+}

@@ -1,0 +1,65 @@
+/*
+ * cache.h - the page cache as the read path sees it: pages of objects, by index, in RAM or on
+ * disk or fetched from the store once, whoever asks at the same time.
+ */
+#ifndef SL_CACHE_H
+#define SL_CACHE_H
+
+#include "cache/evict.h"
+#include "core/core.h"
+#include "ufs/ufs.h"
+
+/* An object as the cache serves it: where to fetch its pages, and which version. The io layer
+ * builds it when a file is opened and keeps it alive while any of its pages are being read. */
+struct sl_object {
+    struct sl_ufs *ufs;
+    const char *rel;     /* path in the store */
+    const char *version; /* the pinned version: pages of any other version never match */
+    uint64_t size;
+    enum sl_policy policy;
+    uint8_t file_id[16]; /* hash of the object id: the prefix of all its page keys */
+    uint64_t version_id; /* hash of version and page size */
+};
+
+/* Fills o->file_id and o->version_id. */
+void sl__object_ids(struct sl_object *o, const char *object_id, uint32_t page_size);
+
+struct sl_cache;
+
+/* A page held by a reader: data stays valid and unchanged until sl__cache_release(). */
+struct sl_page_ref {
+    void *page;
+    const uint8_t *data;
+    size_t len;
+};
+
+enum sl_get_flags {
+    SL_GET_PREFETCH = 1, /* a read-ahead or warm-up, not a reader's access: counts no hit */
+    SL_GET_NO_RAM = 2,   /* do not keep the page in RAM once released (streamed, or warming disk) */
+};
+
+/* Opens the cache of cfg: the RAM tier always, the disk tier in cfg->cache_dir when it can be
+ * used (otherwise with a warning: reads go through to the stores). Counts into ctr. */
+int sl__cache_open(const struct sl_config *cfg, struct sl_counters *ctr, struct sl_cache **out);
+void sl__cache_close(struct sl_cache *c);
+
+uint32_t sl__cache_page_size(const struct sl_cache *c);
+struct sl_db *sl__cache_db(struct sl_cache *c);       /* NULL without a disk tier */
+
+/* Page `index` of o, from RAM, disk or the store, in that order; concurrent callers for one page
+ * share one fetch. The caller releases ref. */
+int sl__cache_get(struct sl_cache *c, const struct sl_object *o, uint64_t index, unsigned flags,
+                  struct sl_page_ref *ref);
+void sl__cache_release(struct sl_cache *c, struct sl_page_ref *ref);
+
+/* True when the page is on disk already (for warming without reading it back). */
+bool sl__cache_on_disk(struct sl_cache *c, const struct sl_object *o, uint64_t index);
+
+int sl__cache_free_object(struct sl_cache *c, const uint8_t file_id[16], uint64_t *freed);
+int sl__cache_cached_bytes(struct sl_cache *c, const struct sl_object *o, uint64_t *bytes);
+int sl__cache_stats(struct sl_cache *c, sl_cache_stats_t *out);
+int sl__cache_stats_reset(struct sl_cache *c);
+/* Writes this process's counts and hits to the shared index now. */
+void sl__cache_flush(struct sl_cache *c);
+
+#endif /* SL_CACHE_H */

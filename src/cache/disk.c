@@ -1,0 +1,800 @@
+/*
+ * disk.c - the disk tier: one file per page under <dir>/pages, indexed in LMDB, shared by every
+ * process that uses the cache directory, with a hard limit on the bytes its pages hold.
+ *
+ * Layout:
+ *   <dir>/index/          LMDB: pages, queue, ghost, reserve, state (see core/db.c)
+ *   <dir>/pages/ab/<key>  a page's bytes, nothing else; <key> is the 64-hex page key
+ *   <dir>/tmp/<pid>.<start>.<n>   pages being written
+ *
+ * A page's life on disk (each arrow is one LMDB transaction, or a file operation between them):
+ *
+ *   absent --reserve--> RESERVED --write tmp, rename--> RESERVED+FILE --commit--> CACHED
+ *      ^        |                                                                  |
+ *      |        +-- (space made by evicting CACHED pages, in the same transaction) |
+ *      +--------------------- evicted / freed / failed its checksum ---------------+
+ *
+ * The hard limit: bytes_cached + bytes_reserved <= capacity is checked and kept in the same
+ * transaction that reserves, and every page file on disk belongs to exactly one reservation or
+ * one index record. So the files never exceed the limit, whichever processes write at once.
+ * A page is charged its size rounded up to 4 KiB, the space it really takes on the file system.
+ *
+ * Crash safety: a page becomes visible only by the commit that indexes it, after its file was
+ * renamed into place, so no reader ever sees a torn page. A process killed in between leaves a
+ * reservation naming it (pid and process start time); the next process to open the cache, or to
+ * reserve that key, sees the owner is gone and removes its temp file and unindexed page file.
+ * Evicted files are unlinked inside the evicting transaction, before it commits: a kill there
+ * leaves an index record without a file (read as a miss and dropped), never a file without one.
+ *
+ * Integrity: each record holds the XXH3-64 of the page. Every read from disk is verified; a
+ * mismatch is counted (checksum_failures), the page dropped, and the caller fetches it again.
+ */
+#include <dirent.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+#include <xxhash.h>
+
+#include "cache/tier.h"
+
+#define BLOCK 4096ULL
+#define WRITE_BACKOFF_NS (10ULL * 1000000000ULL)
+#define FORMAT_VERSION 1
+
+struct sl_page_rec {
+    uint32_t size;
+    uint8_t queue;
+    uint8_t freq;
+    uint8_t pad[2];
+    uint64_t checksum;
+    uint64_t seq;
+};
+
+struct sl_reservation {
+    int32_t pid;
+    uint32_t pad;
+    uint64_t start_time;
+    uint64_t seq; /* names the temp file */
+    uint64_t charge;
+};
+
+struct sl_disk {
+    char *dir, *pages_dir, *tmp_dir;
+    struct sl_db *db;
+    uint64_t capacity;
+    int pid;
+    uint64_t start_time;
+    _Atomic uint64_t tmp_seq;
+    _Atomic uint64_t write_backoff_until; /* mono ns; no inserts before it */
+    struct sl_counters *ctr;
+};
+
+/* A transaction as the eviction backend's context. */
+struct dtx {
+    struct sl_disk *d;
+    MDB_txn *txn;
+    int err; /* first failure inside a backend call */
+    struct sl_evict_backend be;
+};
+
+static uint64_t charge_of(uint64_t size)
+{
+    return (size + BLOCK - 1) / BLOCK * BLOCK;
+}
+
+char *sl__disk_page_path(struct sl_disk *d, const uint8_t key[SL_PAGE_KEY_LEN])
+{
+    char hex[2 * SL_PAGE_KEY_LEN + 1];
+    sl__hex(key, SL_PAGE_KEY_LEN, hex);
+    return sl__asprintf("%s/%.2s/%s", d->pages_dir, hex, hex);
+}
+
+static char *tmp_path(struct sl_disk *d, int pid, uint64_t start, uint64_t seq)
+{
+    return sl__asprintf("%s/%d.%llu.%llu", d->tmp_dir, pid, (unsigned long long)start,
+                        (unsigned long long)seq);
+}
+
+static const char *qname(int q, const char *what, char *buf, size_t len)
+{
+    snprintf(buf, len, "q%d.%s", q, what);
+    return buf;
+}
+
+static void queue_key(uint8_t out[9], int q, uint64_t seq)
+{
+    out[0] = (uint8_t)q;
+    for (int i = 0; i < 8; i++) out[1 + i] = (uint8_t)(seq >> (56 - 8 * i));
+}
+
+static uint64_t next_seq(struct dtx *t, const char *name)
+{
+    uint64_t s = sl__db_get_u64(t->d->db, t->txn, name) + 1;
+    sl__db_put_u64(t->d->db, t->txn, name, s);
+    return s;
+}
+
+static int get_rec(struct dtx *t, const uint8_t key[SL_PAGE_KEY_LEN], struct sl_page_rec *rec)
+{
+    MDB_val k = {SL_PAGE_KEY_LEN, (void *)key}, v;
+    int rc = mdb_get(t->txn, t->d->db->dbi[SL_DB_PAGES], &k, &v);
+    if (rc) return sl__mdb_err(rc);
+    if (v.mv_size != sizeof(*rec)) return SL_E_CORRUPT;
+    memcpy(rec, v.mv_data, sizeof(*rec));
+    return 0;
+}
+
+static int put_rec(struct dtx *t, const uint8_t key[SL_PAGE_KEY_LEN], const struct sl_page_rec *rec)
+{
+    MDB_val k = {SL_PAGE_KEY_LEN, (void *)key}, v = {sizeof(*rec), (void *)rec};
+    return sl__mdb_err(mdb_put(t->txn, t->d->db->dbi[SL_DB_PAGES], &k, &v, 0));
+}
+
+static int queue_put(struct dtx *t, int q, uint64_t seq, const void *val, size_t len)
+{
+    uint8_t qk[9];
+    queue_key(qk, q, seq);
+    MDB_val k = {sizeof(qk), qk}, v = {len, (void *)val};
+    return sl__mdb_err(mdb_put(t->txn, t->d->db->dbi[SL_DB_QUEUE], &k, &v, 0));
+}
+
+static void queue_del(struct dtx *t, int q, uint64_t seq)
+{
+    uint8_t qk[9];
+    queue_key(qk, q, seq);
+    MDB_val k = {sizeof(qk), qk};
+    mdb_del(t->txn, t->d->db->dbi[SL_DB_QUEUE], &k, NULL);
+}
+
+static void queue_account(struct dtx *t, int q, int64_t bytes, int64_t count)
+{
+    char name[32];
+    sl__db_add_u64(t->d->db, t->txn, qname(q, "bytes", name, sizeof(name)), bytes);
+    sl__db_add_u64(t->d->db, t->txn, qname(q, "count", name, sizeof(name)), count);
+}
+
+/* ---- the eviction backend, inside one write transaction ---- */
+
+static int be_head(void *ctx, int q, struct sl_evict_entry *e)
+{
+    struct dtx *t = ctx;
+    MDB_cursor *cur;
+    int rc = sl__mdb_err(mdb_cursor_open(t->txn, t->d->db->dbi[SL_DB_QUEUE], &cur));
+    if (rc < 0) return rc;
+    for (;;) {
+        uint8_t qk[9];
+        queue_key(qk, q, 0);
+        MDB_val k = {sizeof(qk), qk}, v;
+        if (mdb_cursor_get(cur, &k, &v, MDB_SET_RANGE) != 0 || k.mv_size != 9 ||
+            ((uint8_t *)k.mv_data)[0] != q) {
+            rc = -ENOENT;
+            break;
+        }
+        struct sl_page_rec rec;
+        if (v.mv_size == SL_PAGE_KEY_LEN && get_rec(t, v.mv_data, &rec) == 0) {
+            memcpy(e->key, v.mv_data, SL_PAGE_KEY_LEN);
+            e->queue = rec.queue;
+            e->freq = rec.freq;
+            e->seq = rec.seq;
+            e->charge = charge_of(rec.size);
+            e->handle = NULL;
+            rc = 0;
+            break;
+        }
+        /* A queue entry whose page is gone: tidy it and look again. */
+        if ((rc = sl__mdb_err(mdb_cursor_del(cur, 0))) < 0) break;
+    }
+    mdb_cursor_close(cur);
+    return rc;
+}
+
+static int be_requeue(void *ctx, struct sl_evict_entry *e, int q, uint8_t freq)
+{
+    struct dtx *t = ctx;
+    struct sl_page_rec rec;
+    int rc = get_rec(t, e->key, &rec);
+    if (rc < 0) return rc;
+    queue_del(t, rec.queue, rec.seq);
+    queue_account(t, rec.queue, -(int64_t)charge_of(rec.size), -1);
+    rec.queue = (uint8_t)q;
+    rec.freq = freq;
+    rec.seq = next_seq(t, "seq");
+    if ((rc = queue_put(t, q, rec.seq, e->key, SL_PAGE_KEY_LEN)) < 0) return rc;
+    queue_account(t, q, (int64_t)charge_of(rec.size), 1);
+    e->queue = rec.queue;
+    e->freq = rec.freq;
+    e->seq = rec.seq;
+    return put_rec(t, e->key, &rec);
+}
+
+static int be_set_freq(void *ctx, struct sl_evict_entry *e, uint8_t freq)
+{
+    struct dtx *t = ctx;
+    struct sl_page_rec rec;
+    int rc = get_rec(t, e->key, &rec);
+    if (rc < 0) return rc;
+    rec.freq = freq;
+    e->freq = freq;
+    return put_rec(t, e->key, &rec);
+}
+
+static uint64_t be_queue_bytes(void *ctx, int q)
+{
+    struct dtx *t = ctx;
+    char name[32];
+    return sl__db_get_u64(t->d->db, t->txn, qname(q, "bytes", name, sizeof(name)));
+}
+
+static uint64_t ghost_hash(const uint8_t key[SL_PAGE_KEY_LEN])
+{
+    return XXH3_64bits(key, SL_PAGE_KEY_LEN);
+}
+
+static int be_ghost_add(void *ctx, const uint8_t key[SL_PAGE_KEY_LEN])
+{
+    struct dtx *t = ctx;
+    uint64_t h = ghost_hash(key), when = next_seq(t, "ghost.clock");
+    MDB_val k = {sizeof(h), &h}, v = {sizeof(when), &when};
+    int rc = sl__mdb_err(mdb_put(t->txn, t->d->db->dbi[SL_DB_GHOST], &k, &v, 0));
+    if (rc < 0 || (rc = queue_put(t, SL_Q_GHOST, when, &h, sizeof(h))) < 0) return rc;
+    sl__db_add_u64(t->d->db, t->txn, "ghost.count", 1);
+
+    /* Keep as many ghosts as MAIN holds pages: forget the oldest beyond that. */
+    char name[32];
+    uint64_t limit = sl__db_get_u64(t->d->db, t->txn, qname(SL_Q_MAIN, "count", name, sizeof(name)));
+    if (limit < 1) limit = 1;
+    while (sl__db_get_u64(t->d->db, t->txn, "ghost.count") > limit) {
+        MDB_cursor *cur;
+        uint8_t qk[9];
+        queue_key(qk, SL_Q_GHOST, 0);
+        MDB_val ck = {sizeof(qk), qk}, cv;
+        if (mdb_cursor_open(t->txn, t->d->db->dbi[SL_DB_QUEUE], &cur) != 0) break;
+        bool found = mdb_cursor_get(cur, &ck, &cv, MDB_SET_RANGE) == 0 && ck.mv_size == 9 &&
+                     ((uint8_t *)ck.mv_data)[0] == SL_Q_GHOST && cv.mv_size == sizeof(uint64_t);
+        if (found) {
+            uint64_t oh, ow, cur_when;
+            memcpy(&oh, cv.mv_data, sizeof(oh));
+            ow = 0;
+            for (int i = 0; i < 8; i++) ow = ow << 8 | ((uint8_t *)ck.mv_data)[1 + i];
+            mdb_cursor_del(cur, 0);
+            MDB_val gk = {sizeof(oh), &oh}, gv;
+            if (mdb_get(t->txn, t->d->db->dbi[SL_DB_GHOST], &gk, &gv) == 0 &&
+                gv.mv_size == sizeof(cur_when)) {
+                memcpy(&cur_when, gv.mv_data, sizeof(cur_when));
+                if (cur_when == ow) mdb_del(t->txn, t->d->db->dbi[SL_DB_GHOST], &gk, NULL);
+            }
+            sl__db_add_u64(t->d->db, t->txn, "ghost.count", -1);
+        }
+        mdb_cursor_close(cur);
+        if (!found) break;
+    }
+    return 0;
+}
+
+static bool be_ghost_take(void *ctx, const uint8_t key[SL_PAGE_KEY_LEN])
+{
+    struct dtx *t = ctx;
+    uint64_t h = ghost_hash(key), when;
+    MDB_val k = {sizeof(h), &h}, v;
+    if (mdb_get(t->txn, t->d->db->dbi[SL_DB_GHOST], &k, &v) != 0 || v.mv_size != sizeof(when))
+        return false;
+    memcpy(&when, v.mv_data, sizeof(when));
+    mdb_del(t->txn, t->d->db->dbi[SL_DB_GHOST], &k, NULL);
+    queue_del(t, SL_Q_GHOST, when);
+    sl__db_add_u64(t->d->db, t->txn, "ghost.count", -1);
+    return true;
+}
+
+static int dtx_begin(struct sl_disk *d, struct dtx *t)
+{
+    *t = (struct dtx){.d = d};
+    t->be = (struct sl_evict_backend){
+        .ctx = t,
+        .capacity = d->capacity,
+        .head = be_head,
+        .requeue = be_requeue,
+        .set_freq = be_set_freq,
+        .queue_bytes = be_queue_bytes,
+        .ghost_add = be_ghost_add,
+        .ghost_take = be_ghost_take,
+    };
+    return sl__db_begin(d->db, true, &t->txn);
+}
+
+/* Removes a cached page: its record, its queue entry, its file, its bytes. */
+static int remove_page(struct dtx *t, const uint8_t key[SL_PAGE_KEY_LEN],
+                       const struct sl_page_rec *rec)
+{
+    MDB_val k = {SL_PAGE_KEY_LEN, (void *)key};
+    int rc = sl__mdb_err(mdb_del(t->txn, t->d->db->dbi[SL_DB_PAGES], &k, NULL));
+    if (rc < 0) return rc;
+    queue_del(t, rec->queue, rec->seq);
+    queue_account(t, rec->queue, -(int64_t)charge_of(rec->size), -1);
+    sl__db_add_u64(t->d->db, t->txn, "bytes_cached", -(int64_t)charge_of(rec->size));
+    sl__db_add_u64(t->d->db, t->txn, "pages_cached", -1);
+    char *path = sl__disk_page_path(t->d, key);
+    if (path) unlink(path);
+    free(path);
+    return 0;
+}
+
+/* Evicts until `need` more bytes fit under the limit. */
+static int make_room(struct dtx *t, uint64_t need)
+{
+    for (;;) {
+        uint64_t used = sl__db_get_u64(t->d->db, t->txn, "bytes_cached") +
+                        sl__db_get_u64(t->d->db, t->txn, "bytes_reserved");
+        if (used + need <= t->d->capacity) return 0;
+        struct sl_evict_entry e;
+        struct sl_page_rec rec;
+        int rc = sl__evict_victim(&t->be, &e);
+        if (rc == -ENOENT) return SL_E_CACHE_FULL;
+        if (rc < 0) return rc;
+        if ((rc = get_rec(t, e.key, &rec)) < 0) return rc;
+        if ((rc = remove_page(t, e.key, &rec)) < 0) return rc;
+        sl__count(t->d->ctr, SL_CTR_EVICTIONS, 1);
+    }
+}
+
+/* Undoes the reservation of a process that is gone: its temp file, and the page file it may
+ * have renamed into place before it died (never indexed, so nobody else's). */
+static void undo_reservation(struct dtx *t, const uint8_t key[SL_PAGE_KEY_LEN],
+                             const struct sl_reservation *r)
+{
+    char *tmp = tmp_path(t->d, r->pid, r->start_time, r->seq);
+    if (tmp) unlink(tmp);
+    free(tmp);
+    struct sl_page_rec rec;
+    if (get_rec(t, key, &rec) == -ENOENT) {
+        char *path = sl__disk_page_path(t->d, key);
+        if (path) unlink(path);
+        free(path);
+    }
+    MDB_val k = {SL_PAGE_KEY_LEN, (void *)key};
+    mdb_del(t->txn, t->d->db->dbi[SL_DB_RESERVE], &k, NULL);
+    sl__db_add_u64(t->d->db, t->txn, "bytes_reserved", -(int64_t)r->charge);
+}
+
+static int recover(struct sl_disk *d)
+{
+    struct dtx t;
+    MDB_cursor *cur;
+    int rc;
+
+    if ((rc = dtx_begin(d, &t)) < 0) return rc;
+    /* Collect a batch, then undo it: no deletes under a cursor walk. */
+    struct {
+        uint8_t key[SL_PAGE_KEY_LEN];
+        struct sl_reservation r;
+    } dead[64];
+    size_t ndead;
+    do {
+        ndead = 0;
+        if ((rc = sl__mdb_err(mdb_cursor_open(t.txn, d->db->dbi[SL_DB_RESERVE], &cur))) < 0)
+            goto out;
+        MDB_val k, v;
+        int mrc = mdb_cursor_get(cur, &k, &v, MDB_FIRST);
+        while (mrc == 0 && ndead < SL_ARRAY_LEN(dead)) {
+            struct sl_reservation r;
+            if (k.mv_size == SL_PAGE_KEY_LEN && v.mv_size == sizeof(r)) {
+                memcpy(&r, v.mv_data, sizeof(r));
+                if (!sl__proc_alive(r.pid, r.start_time)) {
+                    memcpy(dead[ndead].key, k.mv_data, SL_PAGE_KEY_LEN);
+                    dead[ndead++].r = r;
+                }
+            }
+            mrc = mdb_cursor_get(cur, &k, &v, MDB_NEXT);
+        }
+        mdb_cursor_close(cur);
+        for (size_t i = 0; i < ndead; i++) undo_reservation(&t, dead[i].key, &dead[i].r);
+    } while (ndead == SL_ARRAY_LEN(dead));
+
+    /* A smaller cache.size than last time takes effect now, not at the next insert. */
+    rc = make_room(&t, 0);
+    if (rc == SL_E_CACHE_FULL) rc = 0; /* pinned pages over the new limit stay until freed */
+    sl__db_put_u64(d->db, t.txn, "capacity_bytes", d->capacity);
+    if (!sl__db_get_u64(d->db, t.txn, "format"))
+        sl__db_put_u64(d->db, t.txn, "format", FORMAT_VERSION);
+    else if (sl__db_get_u64(d->db, t.txn, "format") != FORMAT_VERSION)
+        rc = sl__err(SL_E_CORRUPT, "cache %s: made by another version of sluice (format %llu)",
+                     d->dir, (unsigned long long)sl__db_get_u64(d->db, t.txn, "format"));
+out:
+    if (rc < 0) {
+        mdb_txn_abort(t.txn);
+        return rc;
+    }
+    rc = sl__db_commit(t.txn);
+    if (rc < 0) return rc;
+
+    /* Temp files of dead processes that never got as far as a reservation record. */
+    DIR *dir = opendir(d->tmp_dir);
+    if (dir) {
+        struct dirent *de;
+        while ((de = readdir(dir))) {
+            int pid;
+            unsigned long long start, seq;
+            if (sscanf(de->d_name, "%d.%llu.%llu", &pid, &start, &seq) == 3 &&
+                !sl__proc_alive(pid, start))
+                unlinkat(dirfd(dir), de->d_name, 0);
+        }
+        closedir(dir);
+    }
+    return 0;
+}
+
+int sl__disk_open(const char *dir, uint64_t capacity, struct sl_counters *ctr, struct sl_disk **out)
+{
+    struct sl_disk *d = calloc(1, sizeof(*d));
+    char *index = NULL;
+    int rc;
+
+    if (!d) return -ENOMEM;
+    d->capacity = capacity;
+    d->ctr = ctr;
+    d->pid = (int)getpid();
+    d->start_time = sl__proc_start_time(d->pid);
+    d->dir = sl__strdup(dir);
+    d->pages_dir = sl__asprintf("%s/pages", dir);
+    d->tmp_dir = sl__asprintf("%s/tmp", dir);
+    index = sl__asprintf("%s/index", dir);
+    if (!d->dir || !d->pages_dir || !d->tmp_dir || !index) {
+        rc = -ENOMEM;
+        goto fail;
+    }
+    if ((rc = sl__mkdirs(d->tmp_dir, 0755)) < 0 || (rc = sl__mkdirs(d->pages_dir, 0755)) < 0)
+        goto fail;
+    /* The 256 fan-out folders exist up front, so a page write never has to make one. */
+    for (int i = 0; i < 256; i++) {
+        char sub[8];
+        snprintf(sub, sizeof(sub), "%02x", i);
+        char *p = sl__asprintf("%s/%s", d->pages_dir, sub);
+        if (!p) {
+            rc = -ENOMEM;
+            goto fail;
+        }
+        if (mkdir(p, 0755) < 0 && errno != EEXIST) rc = -errno;
+        free(p);
+        if (rc < 0) goto fail;
+    }
+    /* Can we write here at all? Find out now, not at the first page. */
+    char *probe = tmp_path(d, d->pid, d->start_time, 0);
+    if (!probe) {
+        rc = -ENOMEM;
+        goto fail;
+    }
+    int fd = open(probe, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+    if (fd < 0) rc = -errno;
+    else {
+        close(fd);
+        unlink(probe);
+    }
+    free(probe);
+    if (rc < 0) goto fail;
+    atomic_store(&d->tmp_seq, 1);
+    if ((rc = sl__db_open(index, &d->db)) < 0) goto fail;
+    if ((rc = recover(d)) < 0) goto fail;
+    free(index);
+    *out = d;
+    return 0;
+fail:
+    free(index);
+    sl__disk_close(d);
+    return rc;
+}
+
+void sl__disk_close(struct sl_disk *d)
+{
+    if (!d) return;
+    sl__db_close(d->db);
+    free(d->dir);
+    free(d->pages_dir);
+    free(d->tmp_dir);
+    free(d);
+}
+
+struct sl_db *sl__disk_db(struct sl_disk *d)
+{
+    return d ? d->db : NULL;
+}
+
+void sl__disk_sync(struct sl_disk *d)
+{
+    if (d) mdb_env_sync(d->db->env, 1);
+}
+
+/* Drops a page found damaged or missing, if the record is still the one we read. */
+static void drop_if_same(struct sl_disk *d, const uint8_t key[SL_PAGE_KEY_LEN], uint64_t seq)
+{
+    struct dtx t;
+    struct sl_page_rec rec;
+    if (dtx_begin(d, &t) < 0) return;
+    if (get_rec(&t, key, &rec) == 0 && rec.seq == seq && remove_page(&t, key, &rec) == 0)
+        sl__db_commit(t.txn);
+    else
+        mdb_txn_abort(t.txn);
+}
+
+int sl__disk_read(struct sl_disk *d, const uint8_t key[SL_PAGE_KEY_LEN], void *buf, size_t len)
+{
+    struct sl_page_rec rec;
+    MDB_txn *txn;
+    MDB_val k = {SL_PAGE_KEY_LEN, (void *)key}, v;
+    int rc;
+
+    if ((rc = sl__db_begin(d->db, false, &txn)) < 0) return rc;
+    rc = mdb_get(txn, d->db->dbi[SL_DB_PAGES], &k, &v);
+    if (rc == 0 && v.mv_size == sizeof(rec)) memcpy(&rec, v.mv_data, sizeof(rec));
+    mdb_txn_abort(txn);
+    if (rc) return sl__mdb_err(rc);
+
+    char *path = sl__disk_page_path(d, key);
+    if (!path) return -ENOMEM;
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    free(path);
+    if (fd < 0) {
+        /* Evicted between the lookup and the open, or lost: a miss either way. */
+        if (errno == ENOENT) drop_if_same(d, key, rec.seq);
+        return -ENOENT;
+    }
+    size_t done = 0;
+    while (done < len) {
+        ssize_t r = pread(fd, (char *)buf + done, len - done, (off_t)done);
+        if (r < 0 && errno == EINTR) continue;
+        if (r <= 0) break;
+        done += (size_t)r;
+    }
+    close(fd);
+    if (rec.size != len || done != len || XXH3_64bits(buf, len) != rec.checksum) {
+        sl__count(d->ctr, SL_CTR_CHECKSUM_FAILURES, 1);
+        sl__warn("cache %s: a cached page failed its checksum; dropped it and fetching it again",
+                 d->dir);
+        drop_if_same(d, key, rec.seq);
+        return SL_E_CHECKSUM;
+    }
+    return 0;
+}
+
+bool sl__disk_contains(struct sl_disk *d, const uint8_t key[SL_PAGE_KEY_LEN])
+{
+    MDB_txn *txn;
+    MDB_val k = {SL_PAGE_KEY_LEN, (void *)key}, v;
+    if (sl__db_begin(d->db, false, &txn) < 0) return false;
+    bool found = mdb_get(txn, d->db->dbi[SL_DB_PAGES], &k, &v) == 0;
+    mdb_txn_abort(txn);
+    return found;
+}
+
+static int write_file(const char *path, const void *data, size_t len)
+{
+    int fd = open(path, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0644);
+    if (fd < 0) return -errno;
+    int rc = 0;
+    while (len > 0) {
+        ssize_t w = write(fd, data, len);
+        if (w < 0) {
+            if (errno == EINTR) continue;
+            rc = -errno;
+            break;
+        }
+        data = (const char *)data + w;
+        len -= (size_t)w;
+    }
+    if (close(fd) < 0 && !rc) rc = -errno;
+    if (rc) unlink(path);
+    return rc;
+}
+
+/* Step 1: reserve the page's space (evicting as needed). 1 = skip this page. */
+static int reserve(struct sl_disk *d, const uint8_t key[SL_PAGE_KEY_LEN], uint64_t charge,
+                   uint64_t seq)
+{
+    struct dtx t;
+    struct sl_page_rec rec;
+    MDB_val k = {SL_PAGE_KEY_LEN, (void *)key}, v;
+    int rc;
+
+    if ((rc = dtx_begin(d, &t)) < 0) return rc;
+    if (get_rec(&t, key, &rec) == 0) {
+        rc = 1; /* cached already */
+        goto out;
+    }
+    if (mdb_get(t.txn, d->db->dbi[SL_DB_RESERVE], &k, &v) == 0 && v.mv_size == sizeof(struct sl_reservation)) {
+        struct sl_reservation r;
+        memcpy(&r, v.mv_data, sizeof(r));
+        if (sl__proc_alive(r.pid, r.start_time)) {
+            rc = 1; /* someone is writing it now */
+            goto out;
+        }
+        undo_reservation(&t, key, &r);
+    }
+    if ((rc = make_room(&t, charge)) < 0) goto out;
+    struct sl_reservation r = {.pid = d->pid, .start_time = d->start_time, .seq = seq,
+                               .charge = charge};
+    v = (MDB_val){sizeof(r), &r};
+    if ((rc = sl__mdb_err(mdb_put(t.txn, d->db->dbi[SL_DB_RESERVE], &k, &v, 0))) < 0) goto out;
+    sl__db_add_u64(d->db, t.txn, "bytes_reserved", (int64_t)charge);
+out:
+    if (rc != 0) {
+        mdb_txn_abort(t.txn);
+        return rc;
+    }
+    return sl__db_commit(t.txn);
+}
+
+/* Step 3: index the page (committed) or just give the reservation back (!commit). */
+static int settle(struct sl_disk *d, const uint8_t key[SL_PAGE_KEY_LEN], enum sl_policy pol,
+                  uint64_t charge, uint64_t size, uint64_t checksum, bool commit)
+{
+    struct dtx t;
+    MDB_val k = {SL_PAGE_KEY_LEN, (void *)key};
+    int rc;
+
+    if ((rc = dtx_begin(d, &t)) < 0) return rc;
+    mdb_del(t.txn, d->db->dbi[SL_DB_RESERVE], &k, NULL);
+    sl__db_add_u64(d->db, t.txn, "bytes_reserved", -(int64_t)charge);
+    if (commit) {
+        struct sl_page_rec rec = {.size = (uint32_t)size, .checksum = checksum};
+        rec.queue = (uint8_t)sl__evict_queue_for_insert(&t.be, pol, key);
+        rec.seq = next_seq(&t, "seq");
+        if ((rc = put_rec(&t, key, &rec)) < 0 ||
+            (rc = queue_put(&t, rec.queue, rec.seq, key, SL_PAGE_KEY_LEN)) < 0)
+            goto out;
+        queue_account(&t, rec.queue, (int64_t)charge, 1);
+        sl__db_add_u64(d->db, t.txn, "bytes_cached", (int64_t)charge);
+        sl__db_add_u64(d->db, t.txn, "pages_cached", 1);
+    }
+out:
+    if (rc < 0) {
+        mdb_txn_abort(t.txn);
+        return rc;
+    }
+    return sl__db_commit(t.txn);
+}
+
+int sl__disk_insert(struct sl_disk *d, const uint8_t key[SL_PAGE_KEY_LEN], enum sl_policy pol,
+                    const void *data, size_t len)
+{
+    uint64_t charge = charge_of(len);
+    int rc;
+
+    if (charge > d->capacity) return 0;
+    if (sl__mono_ns() < atomic_load(&d->write_backoff_until)) return 0;
+
+    uint64_t seq = atomic_fetch_add(&d->tmp_seq, 1);
+    rc = reserve(d, key, charge, seq);
+    if (rc == 1 || rc == SL_E_CACHE_FULL) return 0;
+    if (rc < 0) return rc;
+
+    char *tmp = tmp_path(d, d->pid, d->start_time, seq), *path = sl__disk_page_path(d, key);
+    if (!tmp || !path)
+        rc = -ENOMEM;
+    else if ((rc = write_file(tmp, data, len)) == 0 && rename(tmp, path) < 0) {
+        rc = -errno;
+        unlink(tmp);
+    }
+    if (rc == 0 && (rc = settle(d, key, pol, charge, len, XXH3_64bits(data, len), true)) < 0)
+        unlink(path); /* renamed but not indexed: take it back before giving the space back */
+    if (rc < 0) settle(d, key, pol, charge, len, 0, false);
+    free(tmp);
+    free(path);
+
+    if (rc < 0 && rc != -ENOMEM) {
+        /* A full or failing disk: read through for a while instead of failing every page. */
+        uint64_t until = sl__mono_ns() + WRITE_BACKOFF_NS;
+        uint64_t prev = atomic_exchange(&d->write_backoff_until, until);
+        if (sl__mono_ns() >= prev)
+            sl__warn("cache %s: cannot write pages (%s); reading through from the store", d->dir,
+                     sl_strerror(rc));
+    }
+    return rc;
+}
+
+int sl__disk_apply(struct sl_disk *d, const uint64_t deltas[SL_CTR__COUNT],
+                   const uint8_t (*hits)[SL_PAGE_KEY_LEN], size_t nhits)
+{
+    struct dtx t;
+    int rc = dtx_begin(d, &t);
+    if (rc < 0) return rc;
+    for (int i = 0; i < SL_CTR__COUNT; i++)
+        if (deltas[i]) sl__db_add_u64(d->db, t.txn, sl__counter_names[i], (int64_t)deltas[i]);
+    for (size_t i = 0; i < nhits; i++) {
+        struct sl_page_rec rec;
+        if (get_rec(&t, hits[i], &rec) < 0) continue; /* evicted since */
+        struct sl_evict_entry e = {.queue = rec.queue, .freq = rec.freq, .seq = rec.seq,
+                                   .charge = charge_of(rec.size)};
+        memcpy(e.key, hits[i], SL_PAGE_KEY_LEN);
+        sl__evict_hit(&t.be, &e);
+    }
+    return sl__db_commit(t.txn);
+}
+
+int sl__disk_free_prefix(struct sl_disk *d, const uint8_t *prefix, size_t len, uint64_t *freed)
+{
+    struct dtx t;
+    MDB_cursor *cur;
+    int rc = dtx_begin(d, &t);
+    uint64_t total = 0;
+
+    if (rc < 0) return rc;
+    if ((rc = sl__mdb_err(mdb_cursor_open(t.txn, d->db->dbi[SL_DB_PAGES], &cur))) < 0) {
+        mdb_txn_abort(t.txn);
+        return rc;
+    }
+    for (;;) {
+        MDB_val k = {len, (void *)prefix}, v;
+        struct sl_page_rec rec;
+        uint8_t key[SL_PAGE_KEY_LEN];
+        if (mdb_cursor_get(cur, &k, &v, MDB_SET_RANGE) != 0) break;
+        if (k.mv_size != SL_PAGE_KEY_LEN || memcmp(k.mv_data, prefix, len) != 0) break;
+        if (v.mv_size != sizeof(rec)) break;
+        memcpy(key, k.mv_data, SL_PAGE_KEY_LEN);
+        memcpy(&rec, v.mv_data, sizeof(rec));
+        if ((rc = remove_page(&t, key, &rec)) < 0) break;
+        total += charge_of(rec.size);
+    }
+    mdb_cursor_close(cur);
+    if (rc < 0) {
+        mdb_txn_abort(t.txn);
+        return rc;
+    }
+    if ((rc = sl__db_commit(t.txn)) < 0) return rc;
+    if (freed) *freed = total;
+    return 0;
+}
+
+int sl__disk_sum_prefix(struct sl_disk *d, const uint8_t *prefix, size_t len, uint64_t *bytes)
+{
+    MDB_txn *txn;
+    MDB_cursor *cur;
+    uint64_t total = 0;
+    int rc = sl__db_begin(d->db, false, &txn);
+    if (rc < 0) return rc;
+    if ((rc = sl__mdb_err(mdb_cursor_open(txn, d->db->dbi[SL_DB_PAGES], &cur))) < 0) {
+        mdb_txn_abort(txn);
+        return rc;
+    }
+    MDB_val k = {len, (void *)prefix}, v;
+    int mrc = mdb_cursor_get(cur, &k, &v, MDB_SET_RANGE);
+    while (mrc == 0 && k.mv_size == SL_PAGE_KEY_LEN && memcmp(k.mv_data, prefix, len) == 0) {
+        struct sl_page_rec rec;
+        if (v.mv_size == sizeof(rec)) {
+            memcpy(&rec, v.mv_data, sizeof(rec));
+            total += rec.size;
+        }
+        mrc = mdb_cursor_get(cur, &k, &v, MDB_NEXT);
+    }
+    mdb_cursor_close(cur);
+    mdb_txn_abort(txn);
+    *bytes = total;
+    return 0;
+}
+
+int sl__disk_stats(struct sl_disk *d, sl_cache_stats_t *out)
+{
+    MDB_txn *txn;
+    int rc = sl__db_begin(d->db, false, &txn);
+    if (rc < 0) return rc;
+    out->hits = sl__db_get_u64(d->db, txn, "hits");
+    out->misses = sl__db_get_u64(d->db, txn, "misses");
+    out->ufs_bytes_read = sl__db_get_u64(d->db, txn, "ufs_bytes_read");
+    out->ufs_requests = sl__db_get_u64(d->db, txn, "ufs_requests");
+    out->evictions = sl__db_get_u64(d->db, txn, "evictions");
+    out->checksum_failures = sl__db_get_u64(d->db, txn, "checksum_failures");
+    out->bytes_cached = sl__db_get_u64(d->db, txn, "bytes_cached");
+    out->pages_cached = sl__db_get_u64(d->db, txn, "pages_cached");
+    out->capacity_bytes = d->capacity;
+    mdb_txn_abort(txn);
+    return 0;
+}
+
+int sl__disk_reset_counters(struct sl_disk *d)
+{
+    MDB_txn *txn;
+    int rc = sl__db_begin(d->db, true, &txn);
+    if (rc < 0) return rc;
+    for (int i = 0; i < SL_CTR__COUNT; i++) sl__db_put_u64(d->db, txn, sl__counter_names[i], 0);
+    return sl__db_commit(txn);
+}

@@ -1,0 +1,110 @@
+/*
+ * tier.h - the two tiers of the page cache, as cache.c sees them. Private to src/cache.
+ */
+#ifndef SL_TIER_H
+#define SL_TIER_H
+
+#include "cache/evict.h"
+#include "core/core.h"
+
+/* ---- RAM tier (mem.c) ---------------------------------------------------------------------- */
+
+/*
+ * A page's life in RAM:
+ *
+ *   (absent) --find misses--> LOADING --data arrives--> READY --evicted/dropped--> (detached)
+ *                                 |                        ^                           |
+ *                                 +--fetch fails--> FAILED |  hit: refs++              +-- refs
+ *                                    (detached at once)    +-- released: refs--            reach 0:
+ *                                                                                          freed
+ * One loader per key (single flight): whoever inserts the LOADING page fetches it; everyone
+ * else who finds it LOADING waits on mem->changed. Pages with refs > 0 are never freed; the
+ * policy skips them when it looks for a victim.
+ */
+enum sl_mpage_state { SL_MP_LOADING, SL_MP_READY, SL_MP_FAILED };
+
+struct sl_mpage {
+    uint8_t key[SL_PAGE_KEY_LEN];
+    uint64_t hash;
+    struct sl_mpage *hnext;        /* hash chain */
+    struct sl_mpage *qprev, *qnext; /* policy queue */
+    uint8_t queue, freq, state;
+    bool in_table; /* findable; false once evicted or dropped (freed when refs reach 0) */
+    bool fresh;    /* fetched from the store and not read since: its read is not a hit */
+    bool no_keep;  /* not worth keeping in RAM once released (streamed once, or warmed) */
+    int err;       /* FAILED: why */
+    uint32_t refs;
+    uint64_t seq, charge;
+    size_t len;
+    uint8_t *data; /* immutable once READY */
+};
+
+/* Every field, and every field of every sl_mpage except the bytes of data, is guarded by lock. */
+struct sl_mem {
+    pthread_mutex_t lock;
+    pthread_cond_t changed; /* a page left LOADING */
+    struct sl_mpage **buckets;
+    size_t nbuckets, count;
+    struct {
+        struct sl_mpage *head, *tail;
+        uint64_t bytes, count;
+    } q[SL_Q__COUNT];
+    uint64_t bytes;    /* charge of READY pages in the table */
+    uint64_t capacity; /* cache.memory */
+    uint64_t seq;
+    struct {
+        uint64_t hash, when;
+    } *ghost;
+    size_t ghost_mask;
+    uint64_t ghost_clock;
+    struct sl_evict_backend be;
+};
+
+int sl__mem_init(struct sl_mem *mem, uint64_t capacity, uint32_t page_size);
+void sl__mem_fini(struct sl_mem *mem);
+/* The rest are called with mem->lock held. */
+struct sl_mpage *sl__mem_find(struct sl_mem *mem, const uint8_t key[SL_PAGE_KEY_LEN], uint64_t hash);
+struct sl_mpage *sl__mem_insert_loading(struct sl_mem *mem, const uint8_t key[SL_PAGE_KEY_LEN],
+                                        uint64_t hash);
+void sl__mem_set_ready(struct sl_mem *mem, struct sl_mpage *mp, uint8_t *data, size_t len,
+                       enum sl_policy pol);
+void sl__mem_set_failed(struct sl_mem *mem, struct sl_mpage *mp, int err);
+void sl__mem_hit(struct sl_mem *mem, struct sl_mpage *mp);
+void sl__mem_unref(struct sl_mem *mem, struct sl_mpage *mp);
+/* Detaches every page whose key starts with prefix. */
+void sl__mem_drop_prefix(struct sl_mem *mem, const uint8_t *prefix, size_t len);
+
+/* ---- disk tier (disk.c) ---------------------------------------------------------------------- */
+
+struct sl_disk;
+
+/* Opens (creating) the disk tier in dir with a hard limit of capacity bytes, recovering what
+ * killed processes left behind. */
+int sl__disk_open(const char *dir, uint64_t capacity, struct sl_counters *ctr, struct sl_disk **out);
+void sl__disk_close(struct sl_disk *d);
+struct sl_db *sl__disk_db(struct sl_disk *d);
+
+/* Reads a cached page: 0, -ENOENT (not cached), or SL_E_CHECKSUM (it was damaged: counted,
+ * dropped, and the caller fetches it again). */
+int sl__disk_read(struct sl_disk *d, const uint8_t key[SL_PAGE_KEY_LEN], void *buf, size_t len);
+bool sl__disk_contains(struct sl_disk *d, const uint8_t key[SL_PAGE_KEY_LEN]);
+
+/* Caches a page; best effort (0 when skipped: already cached, being written by another process,
+ * larger than the tier, the tier pinned full). An error means the disk refused the write. */
+int sl__disk_insert(struct sl_disk *d, const uint8_t key[SL_PAGE_KEY_LEN], enum sl_policy pol,
+                    const void *data, size_t len);
+
+/* Adds counter deltas and applies batched hits, in one transaction. */
+int sl__disk_apply(struct sl_disk *d, const uint64_t deltas[SL_CTR__COUNT],
+                   const uint8_t (*hits)[SL_PAGE_KEY_LEN], size_t nhits);
+
+int sl__disk_free_prefix(struct sl_disk *d, const uint8_t *prefix, size_t len, uint64_t *freed);
+int sl__disk_sum_prefix(struct sl_disk *d, const uint8_t *prefix, size_t len, uint64_t *bytes);
+int sl__disk_stats(struct sl_disk *d, sl_cache_stats_t *out);
+int sl__disk_reset_counters(struct sl_disk *d);
+void sl__disk_sync(struct sl_disk *d);
+
+/* The file of a page, for tests and tools: "<dir>/pages/ab/<64 hex>". Caller frees. */
+char *sl__disk_page_path(struct sl_disk *d, const uint8_t key[SL_PAGE_KEY_LEN]);
+
+#endif /* SL_TIER_H */

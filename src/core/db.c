@@ -1,0 +1,141 @@
+/*
+ * db.c - the LMDB environment of a cache directory: the page index, the eviction queues, the
+ * disk tier's totals, the counters and the metadata cache, all in one environment so that one
+ * transaction can change any of them together.
+ *
+ * Why LMDB: readers never block (a page hit is a lock-free B-tree lookup in shared memory),
+ * writers of every process are serialised by a robust process-shared mutex, and a process killed
+ * at any instant leaves the last committed state (copy-on-write, no log to replay).
+ *
+ * Durability: the index describes a cache, which can always be fetched again, so commits do not
+ * fsync (MDB_NOSYNC); the cache syncs the environment about once a second and at close. A killed
+ * process loses nothing that was committed (the data is in the kernel's page cache); a power cut
+ * can lose the last second of index changes, and every page is checked against its checksum
+ * when it is read, so a lost or stale index entry is a miss, never wrong bytes.
+ */
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+
+#include "core/core.h"
+
+static const char *const db_names[SL_DB__COUNT] = {
+    [SL_DB_STATE] = "state",     [SL_DB_PAGES] = "pages",   [SL_DB_QUEUE] = "queue",
+    [SL_DB_GHOST] = "ghost",     [SL_DB_RESERVE] = "reserve", [SL_DB_META] = "meta",
+    [SL_DB_DIRENT] = "dirent",
+};
+
+/* Address space only: LMDB grows the file as pages are used. 32 GiB holds index entries for
+ * about 100 million cached pages. */
+#define SL_DB_MAP_SIZE (32ULL << 30)
+
+int sl__mdb_err(int rc)
+{
+    switch (rc) {
+    case MDB_SUCCESS:
+        return 0;
+    case MDB_NOTFOUND:
+        return -ENOENT;
+    case MDB_MAP_FULL:
+    case MDB_TXN_FULL:
+        return -ENOSPC;
+    case MDB_READERS_FULL:
+        return -EAGAIN;
+    case MDB_CORRUPTED:
+    case MDB_PAGE_NOTFOUND:
+    case MDB_INVALID:
+    case MDB_VERSION_MISMATCH:
+    case MDB_BAD_TXN:
+        return SL_E_CORRUPT;
+    default:
+        return rc > 0 ? -rc : SL_E_CORRUPT;
+    }
+}
+
+int sl__db_open(const char *dir, struct sl_db **out)
+{
+    struct sl_db *db = calloc(1, sizeof(*db));
+    MDB_txn *txn = NULL;
+    int rc;
+
+    if (!db) return -ENOMEM;
+    if ((rc = sl__mkdirs(dir, 0755)) < 0) goto out;
+    if ((rc = sl__mdb_err(mdb_env_create(&db->env))) < 0) goto out;
+    mdb_env_set_maxdbs(db->env, SL_DB__COUNT + 1);
+    mdb_env_set_maxreaders(db->env, 1022);
+    mdb_env_set_mapsize(db->env, SL_DB_MAP_SIZE);
+    rc = mdb_env_open(db->env, dir, MDB_NOTLS | MDB_NOSYNC | MDB_NORDAHEAD, 0644);
+    if ((rc = sl__mdb_err(rc)) < 0) goto out;
+
+    /* Readers left by killed processes would pin old pages forever. */
+    int dead = 0;
+    mdb_reader_check(db->env, &dead);
+
+    if ((rc = sl__db_begin(db, true, &txn)) < 0) goto out;
+    for (int i = 0; i < SL_DB__COUNT; i++) {
+        rc = sl__mdb_err(mdb_dbi_open(txn, db_names[i], MDB_CREATE, &db->dbi[i]));
+        if (rc < 0) goto out;
+    }
+    rc = sl__db_commit(txn);
+    txn = NULL;
+out:
+    if (txn) mdb_txn_abort(txn);
+    if (rc < 0) {
+        sl__db_close(db);
+        return rc;
+    }
+    *out = db;
+    return 0;
+}
+
+void sl__db_close(struct sl_db *db)
+{
+    if (!db) return;
+    if (db->env) {
+        mdb_env_sync(db->env, 1);
+        mdb_env_close(db->env);
+    }
+    free(db);
+}
+
+int sl__db_begin(struct sl_db *db, bool write, MDB_txn **txn)
+{
+    int rc = mdb_txn_begin(db->env, NULL, write ? 0 : MDB_RDONLY, txn);
+    if (rc == MDB_MAP_RESIZED) {
+        /* Another process grew the map: adopt its size and try again. */
+        mdb_env_set_mapsize(db->env, 0);
+        rc = mdb_txn_begin(db->env, NULL, write ? 0 : MDB_RDONLY, txn);
+    }
+    return sl__mdb_err(rc);
+}
+
+int sl__db_commit(MDB_txn *txn)
+{
+    return sl__mdb_err(mdb_txn_commit(txn));
+}
+
+uint64_t sl__db_get_u64(struct sl_db *db, MDB_txn *txn, const char *name)
+{
+    MDB_val k = {strlen(name), (void *)name}, v;
+    uint64_t x = 0;
+    if (mdb_get(txn, db->dbi[SL_DB_STATE], &k, &v) == 0 && v.mv_size == sizeof(x))
+        memcpy(&x, v.mv_data, sizeof(x));
+    return x;
+}
+
+int sl__db_put_u64(struct sl_db *db, MDB_txn *txn, const char *name, uint64_t x)
+{
+    MDB_val k = {strlen(name), (void *)name}, v = {sizeof(x), &x};
+    return sl__mdb_err(mdb_put(txn, db->dbi[SL_DB_STATE], &k, &v, 0));
+}
+
+int sl__db_add_u64(struct sl_db *db, MDB_txn *txn, const char *name, int64_t delta)
+{
+    uint64_t x = sl__db_get_u64(db, txn, name);
+    /* Totals never go below zero, even if an accounting bug would take them there. */
+    if (delta < 0 && (uint64_t)(-delta) > x)
+        x = 0;
+    else
+        x += (uint64_t)delta;
+    return sl__db_put_u64(db, txn, name, x);
+}

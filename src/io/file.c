@@ -1,0 +1,216 @@
+/*
+ * file.c - reading a file through the cache, with read-ahead shaped by the access pattern.
+ *
+ * Open pins the object's version (from the metadata cache, within the mount's metadata_ttl):
+ * every page of this handle is a page of that version. If the store's object has changed since,
+ * the first read finds out (SL_E_CHANGED from the store); before any byte was returned the
+ * handle quietly re-pins the new version, after that the read fails rather than mix versions.
+ *
+ * Read-ahead: a read that starts where the last one ended is sequential, and doubles the window
+ * (2, 4, ... up to 16 pages, within a quarter of cache.memory); any other read is random and
+ * closes it, so random readers (Parquet footers, row groups) fetch only the pages they touch.
+ * Pages read ahead are fetched by the pool and wait in the RAM tier; pages a sequential reader
+ * has consumed are not kept in RAM (a stream read once would only push out useful pages).
+ */
+#include <stdlib.h>
+#include <string.h>
+
+#include "io/io.h"
+
+#define RA_MAX_PAGES 16
+
+struct ra_task {
+    struct sl_file *f;
+    uint64_t index;
+};
+
+void sl__file_ref(struct sl_file *f)
+{
+    atomic_fetch_add(&f->refs, 1);
+}
+
+void sl__file_unref(struct sl_file *f)
+{
+    if (!f || atomic_fetch_sub(&f->refs, 1) != 1) return;
+    sl__resolved_free(&f->res);
+    sl__group_destroy(&f->ra);
+    pthread_mutex_destroy(&f->lock);
+    free(f);
+}
+
+static void pin(struct sl_file *f)
+{
+    struct sl_mount *m = f->res.mount;
+    f->obj = (struct sl_object){
+        .ufs = m->ufs,
+        .rel = f->res.rel,
+        .version = f->st.version,
+        .size = f->st.size,
+        .policy = m->policy,
+    };
+    sl__object_ids(&f->obj, f->res.object_id, sl__cache_page_size(f->sl->cache));
+}
+
+int sl__file_open(struct sl *sl, const char *path, struct sl_file **out)
+{
+    struct sl_file *f = calloc(1, sizeof(*f));
+    int rc;
+
+    if (!f) return -ENOMEM;
+    f->sl = sl;
+    atomic_init(&f->refs, 1);
+    pthread_mutex_init(&f->lock, NULL);
+    sl__group_init(&f->ra);
+    if ((rc = sl__ns_resolve(sl->ns, path, &f->res)) < 0) goto fail;
+    if (!f->res.mount) {
+        rc = sl__err(-EISDIR, "%s: Is a directory", f->res.path);
+        goto fail;
+    }
+    if ((rc = sl__md_stat(&sl->md, &f->res, &f->st)) < 0) goto fail;
+    if (f->st.type == SL_TYPE_DIR) {
+        rc = sl__err(-EISDIR, "%s: Is a directory", f->res.path);
+        goto fail;
+    }
+    pin(f);
+    *out = f;
+    return 0;
+fail:
+    sl__file_unref(f);
+    return rc;
+}
+
+/* The object changed under us before we returned a byte: pin its new version. */
+static int repin(struct sl_file *f)
+{
+    sl__group_wait(&f->ra); /* read-ahead tasks use obj */
+    sl__md_invalidate(&f->sl->md, &f->res);
+    pthread_mutex_lock(&f->lock);
+    int rc = sl__md_stat(&f->sl->md, &f->res, &f->st);
+    if (rc == 0 && f->st.type == SL_TYPE_DIR) rc = -EISDIR;
+    if (rc == 0) pin(f);
+    f->ra_next = 0;
+    f->window = 0;
+    pthread_mutex_unlock(&f->lock);
+    return rc;
+}
+
+static int ra_run(void *arg)
+{
+    struct ra_task *t = arg;
+    struct sl_page_ref ref;
+    if (sl__cache_get(t->f->sl->cache, &t->f->obj, t->index, SL_GET_PREFETCH, &ref) == 0)
+        sl__cache_release(t->f->sl->cache, &ref);
+    sl__file_unref(t->f);
+    free(t);
+    return 0; /* a failed read-ahead is retried, and reported, by the reader */
+}
+
+static unsigned window_max(struct sl_file *f)
+{
+    uint64_t ps = sl__cache_page_size(f->sl->cache);
+    uint64_t by_memory = f->sl->cfg->cache_memory / 4 / ps;
+    return (unsigned)SL_MIN((uint64_t)RA_MAX_PAGES, by_memory);
+}
+
+/* Updates the pattern detector with a read of [off, end) and asks for pages ahead.
+ * Returns true if the read is part of a sequential stream. */
+static bool read_ahead(struct sl_file *f, uint64_t off, uint64_t end)
+{
+    uint64_t ps = sl__cache_page_size(f->sl->cache);
+    uint64_t npages = (f->obj.size + ps - 1) / ps;
+    uint64_t last = (end - 1) / ps;
+
+    pthread_mutex_lock(&f->lock);
+    bool sequential = off == f->next_off; /* a first read at 0 starts a stream */
+    f->next_off = end;
+    if (!sequential) {
+        f->window = 0;
+        f->ra_next = 0;
+        pthread_mutex_unlock(&f->lock);
+        return false;
+    }
+    unsigned max = window_max(f);
+    f->window = f->window ? SL_MIN(f->window * 2, max) : SL_MIN(2U, max);
+    if (f->ra_next <= last) f->ra_next = last + 1;
+    uint64_t until = SL_MIN(npages, last + 1 + f->window);
+    struct sl *sl = f->sl;
+    while (f->ra_next < until) {
+        struct ra_task *t = malloc(sizeof(*t));
+        if (!t) break;
+        t->f = f;
+        t->index = f->ra_next;
+        sl__file_ref(f);
+        if (sl__pool_submit(sl->pool, &f->ra, ra_run, t) < 0) {
+            sl__file_unref(f);
+            free(t);
+            break;
+        }
+        f->ra_next++;
+    }
+    pthread_mutex_unlock(&f->lock);
+    return true;
+}
+
+static int read_pages(struct sl_file *f, void *buf, uint64_t off, uint64_t end, bool stream)
+{
+    uint64_t ps = sl__cache_page_size(f->sl->cache);
+    char *out = buf;
+
+    for (uint64_t idx = off / ps; idx * ps < end; idx++) {
+        struct sl_page_ref ref;
+        int rc = sl__cache_get(f->sl->cache, &f->obj, idx, stream ? SL_GET_NO_RAM : 0, &ref);
+        if (rc < 0) return rc;
+        uint64_t pstart = idx * ps;
+        uint64_t from = SL_MAX(off, pstart), to = SL_MIN(end, pstart + ref.len);
+        memcpy(out, ref.data + (from - pstart), (size_t)(to - from));
+        out += to - from;
+        sl__cache_release(f->sl->cache, &ref);
+    }
+    return 0;
+}
+
+int sl_file_pread(sl_file_t *f, void *buf, size_t len, uint64_t off, size_t *nread)
+{
+    int rc;
+
+    sl__err_clear();
+    *nread = 0;
+    if (off >= f->obj.size || len == 0) return 0;
+    uint64_t end = SL_MIN(f->obj.size, off + len);
+    bool stream = read_ahead(f, off, end);
+
+    rc = read_pages(f, buf, off, end, stream);
+    if (rc == SL_E_CHANGED && !f->served) {
+        if ((rc = repin(f)) < 0) return sl__err_ctx(rc, f->res.path);
+        if (off >= f->obj.size) return 0;
+        end = SL_MIN(f->obj.size, off + len);
+        rc = read_pages(f, buf, off, end, stream);
+    }
+    if (rc < 0) {
+        if (rc == SL_E_CHANGED)
+            return sl__err(rc, "%s: changed in the store while it was read; read it again for "
+                               "the new version", f->res.path);
+        return sl__err_ctx(rc, f->res.path);
+    }
+    f->served = true;
+    *nread = (size_t)(end - off);
+    return 0;
+}
+
+int sl_file_open(sl_t *sl, const char *path, sl_file_t **out)
+{
+    sl__err_clear();
+    return sl__file_open(sl, path, out);
+}
+
+const sl_stat_t *sl_file_stat(const sl_file_t *f)
+{
+    return &f->st;
+}
+
+void sl_file_close(sl_file_t *f)
+{
+    if (!f) return;
+    sl__group_wait(&f->ra);
+    sl__file_unref(f);
+}

@@ -1,0 +1,46 @@
+/*
+ * io.h - the read and write paths, and the instance that ties the library together.
+ */
+#ifndef SL_IO_H
+#define SL_IO_H
+
+#include "cache/cache.h"
+#include "core/core.h"
+#include "meta/meta.h"
+
+/* An open sluice: everything below the front ends. All fields are set by sl_open() and not
+ * changed after, so any thread may read them; each member guards its own state. */
+struct sl {
+    struct sl_config *cfg;
+    struct sl_counters ctr;
+    struct sl_ns *ns;
+    struct sl_cache *cache;
+    struct sl_md md;
+    struct sl_pool *pool; /* read-ahead and loading */
+    char *cache_dir;      /* NULL when the disk tier is off */
+};
+
+#define SL_POOL_THREADS 4
+
+/* An open file. The handle and every read-ahead or warm-up task using it hold a reference; the
+ * last one frees it. */
+struct sl_file {
+    struct sl *sl;
+    struct sl_resolved res;
+    sl_stat_t st;
+    struct sl_object obj;
+    _Atomic int refs;
+
+    pthread_mutex_t lock; /* guards the read-ahead state below */
+    uint64_t next_off;    /* where a sequential reader reads next */
+    uint64_t ra_next;     /* first page not yet asked for ahead of the reader */
+    unsigned window;      /* read-ahead, in pages; 0 while the access is random */
+    struct sl_task_group ra;
+    bool served; /* bytes were returned: the pinned version can no longer change */
+};
+
+int sl__file_open(struct sl *sl, const char *path, struct sl_file **out);
+void sl__file_ref(struct sl_file *f);
+void sl__file_unref(struct sl_file *f);
+
+#endif /* SL_IO_H */
