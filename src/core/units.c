@@ -15,6 +15,26 @@
 
 #include "core/core.h"
 
+/* A plain decimal number, "12" or "1.5": strtod alone would also take "0x10", "1e3", "inf". */
+static bool scan_number(const char *s, double *v, const char **end)
+{
+    const char *c = s;
+    while (isdigit((unsigned char)*c)) c++;
+    if (*c == '.') {
+        c++;
+        if (!isdigit((unsigned char)*c)) return false;
+        while (isdigit((unsigned char)*c)) c++;
+    }
+    if (c == s || !isdigit((unsigned char)s[0])) return false;
+    char buf[64];
+    if ((size_t)(c - s) >= sizeof(buf)) return false;
+    memcpy(buf, s, (size_t)(c - s));
+    buf[c - s] = '\0';
+    *v = strtod(buf, NULL);
+    *end = c;
+    return isfinite(*v);
+}
+
 struct unit {
     const char *name;
     double factor;
@@ -37,14 +57,12 @@ static const struct unit size_units[] = {
 
 int sl_parse_size(const char *s, uint64_t *bytes)
 {
-    char *end;
+    const char *end;
     double v;
 
     if (!s) return SL_E_USAGE;
     while (isspace((unsigned char)*s)) s++;
-    if (!isdigit((unsigned char)*s) && *s != '.') return SL_E_USAGE;
-    v = strtod(s, &end);
-    if (end == s || !isfinite(v) || v < 0) return SL_E_USAGE;
+    if (!scan_number(s, &v, &end)) return SL_E_USAGE;
     while (isspace((unsigned char)*end)) end++;
     size_t ulen = strlen(end);
     while (ulen > 0 && isspace((unsigned char)end[ulen - 1])) ulen--;
@@ -80,10 +98,9 @@ int sl_parse_duration(const char *s, int64_t *ns)
     }
     if (!*s) return SL_E_USAGE;
     while (*s) {
-        char *end;
-        if (!isdigit((unsigned char)*s) && *s != '.') return SL_E_USAGE;
-        double v = strtod(s, &end);
-        if (end == s || !isfinite(v) || v < 0) return SL_E_USAGE;
+        const char *end;
+        double v;
+        if (!scan_number(s, &v, &end)) return SL_E_USAGE;
         s = end;
         size_t ulen = 0;
         while (isalpha((unsigned char)s[ulen])) ulen++;
