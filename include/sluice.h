@@ -142,6 +142,16 @@ SL_EXPORT int sl_file_open(sl_t *sl, const char *path, sl_file_t **out);
 /* Reads up to len bytes at off into buf; *nread < len only at the end of the file. */
 SL_EXPORT int sl_file_pread(sl_file_t *f, void *buf, size_t len, uint64_t off, size_t *nread);
 
+enum sl_advice {
+    SL_ADVISE_NORMAL = 0,     /* detect the pattern: read ahead while reads are sequential */
+    SL_ADVISE_SEQUENTIAL = 1, /* [off, off+len) will be read in order, and nothing beyond */
+    SL_ADVISE_RANDOM = 2,     /* never read ahead: only the pages asked for */
+};
+
+/* Tells sluice how f will be read (like posix_fadvise): a reader that knows its range keeps
+ * read-ahead inside it. len UINT64_MAX: to the end of the file. */
+SL_EXPORT int sl_file_advise(sl_file_t *f, uint64_t off, uint64_t len, enum sl_advice advice);
+
 /* The metadata pinned at open. Owned by f. */
 SL_EXPORT const sl_stat_t *sl_file_stat(const sl_file_t *f);
 

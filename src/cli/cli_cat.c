@@ -74,6 +74,7 @@ int cli_cat(struct cli *cli, int argc, char **argv)
         uint64_t size = sl_file_stat(f)->size;
         uint64_t pos = offset, end = size;
         if (offset < size && length < size - offset) end = offset + length;
+        sl_file_advise(f, offset, end > offset ? end - offset : 0, SL_ADVISE_SEQUENTIAL);
         while (pos < end) {
             size_t n, want = (size_t)(end - pos < CAT_BUFFER ? end - pos : CAT_BUFFER);
             if ((rc = sl_file_pread(f, buf, want, pos, &n)) < 0) {

@@ -115,6 +115,7 @@ static int copy_file(struct cp *cp, const char *src, bool src_local, const char 
         sl_file_t *f;
         *where = src;
         if ((rc = sl_file_open(cp->sl, src, &f)) == 0) {
+            sl_file_advise(f, 0, UINT64_MAX, SL_ADVISE_SEQUENTIAL);
             for (uint64_t pos = 0; pos < size;) {
                 size_t n;
                 *where = src;

@@ -42,10 +42,14 @@ const char *sl_errmsg(int err)
 
 int sl__err(int err, const char *fmt, ...)
 {
+    /* Callers may pass sl_errmsg() itself as an argument (wrapping an inner detail in an outer
+     * context): format into scratch space, then copy. */
+    char msg[sizeof(detail.msg)];
     va_list ap;
     va_start(ap, fmt);
-    vsnprintf(detail.msg, sizeof(detail.msg), fmt, ap);
+    vsnprintf(msg, sizeof(msg), fmt, ap);
     va_end(ap);
+    memcpy(detail.msg, msg, sizeof(msg));
     detail.err = err;
     return err;
 }

@@ -11,6 +11,8 @@
  * closes it, so random readers (Parquet footers, row groups) fetch only the pages they touch.
  * Pages read ahead are fetched by the pool and wait in the RAM tier; pages a sequential reader
  * has consumed are not kept in RAM (a stream read once would only push out useful pages).
+ * A reader that knows its pattern says so (sl_file_advise): SEQUENTIAL opens the full window at
+ * once and never reads past the advised end; RANDOM never reads ahead.
  */
 #include <stdlib.h>
 #include <string.h>
@@ -123,7 +125,12 @@ static bool read_ahead(struct sl_file *f, uint64_t off, uint64_t end)
     pthread_mutex_lock(&f->lock);
     bool sequential = off == f->next_off; /* a first read at 0 starts a stream */
     f->next_off = end;
-    if (!sequential) {
+    if (f->advice == SL_ADVISE_SEQUENTIAL) {
+        sequential = true;
+        f->window = window_max(f) / 2; /* doubled to the full window below */
+        npages = SL_MIN(npages, (f->advice_end + ps - 1) / ps);
+    }
+    if (!sequential || f->advice == SL_ADVISE_RANDOM) {
         f->window = 0;
         f->ra_next = 0;
         pthread_mutex_unlock(&f->lock);
@@ -201,6 +208,20 @@ int sl_file_open(sl_t *sl, const char *path, sl_file_t **out)
 {
     sl__err_clear();
     return sl__file_open(sl, path, out);
+}
+
+int sl_file_advise(sl_file_t *f, uint64_t off, uint64_t len, enum sl_advice advice)
+{
+    if (advice != SL_ADVISE_NORMAL && advice != SL_ADVISE_SEQUENTIAL && advice != SL_ADVISE_RANDOM)
+        return SL_E_USAGE;
+    pthread_mutex_lock(&f->lock);
+    f->advice = advice;
+    f->advice_end = len > UINT64_MAX - off ? UINT64_MAX : off + len;
+    f->next_off = off;
+    f->window = 0;
+    f->ra_next = 0;
+    pthread_mutex_unlock(&f->lock);
+    return 0;
 }
 
 const sl_stat_t *sl_file_stat(const sl_file_t *f)

@@ -35,6 +35,8 @@ struct sl_file {
     uint64_t next_off;    /* where a sequential reader reads next */
     uint64_t ra_next;     /* first page not yet asked for ahead of the reader */
     unsigned window;      /* read-ahead, in pages; 0 while the access is random */
+    enum sl_advice advice;
+    uint64_t advice_end;  /* SEQUENTIAL: read-ahead stops here */
     struct sl_task_group ra;
     bool served; /* bytes were returned: the pinned version can no longer change */
 };

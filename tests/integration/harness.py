@@ -1,0 +1,171 @@
+"""What every integration test shares: the real `sluice` binary, a fresh directory per case
+(its data, its cache, its config, its HOME), commands with timeouts, and checks a user would
+make: bytes equal (sha256), errors that name what was wrong, exit codes.
+
+Runs under Debian's /usr/bin/python3 with the standard library only.
+"""
+import hashlib
+import json
+import os
+import random
+import shutil
+import subprocess
+import tempfile
+import unittest
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+SLUICE = os.environ.get("SLUICE_BIN") or os.path.join(HERE, "..", "..", "build", "sluice")
+TIMEOUT = int(os.environ.get("SLUICE_TEST_TIMEOUT", "180"))
+MiB = 1 << 20
+PAGE = MiB
+
+
+def sha256(data):
+    return hashlib.sha256(data).hexdigest()
+
+
+def sha256_file(path):
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(4 * MiB), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def read_file(path):
+    with open(path, "rb") as f:
+        return f.read()
+
+
+def random_bytes(n, seed):
+    return random.Random(seed).randbytes(n)
+
+
+class SluiceCase(unittest.TestCase):
+    """One temp dir per test: data/ (the store), cache/, sluice.yaml, home/."""
+
+    cache_size = "1GiB"
+    cache_memory = "256MiB"
+
+    def setUp(self):
+        self.tmp = tempfile.mkdtemp(prefix="sluice-it-")
+        self.data = os.path.join(self.tmp, "data")
+        self.cache = os.path.join(self.tmp, "cache")
+        self.home = os.path.join(self.tmp, "home")
+        os.makedirs(self.data)
+        os.makedirs(self.home)
+        self.mounted = []
+        self.config = self.write_config()
+
+    def tearDown(self):
+        for m in reversed(self.mounted):
+            subprocess.run(["umount", "-l", m], capture_output=True)
+        shutil.rmtree(self.tmp, ignore_errors=True)
+
+    # ---- setup helpers ----
+
+    def write_config(self, name="sluice.yaml", cache_dir=None, size=None, memory=None,
+                     page_size=None, mounts=None, extra=""):
+        lines = ["cache:",
+                 f"  dir: {cache_dir or self.cache}",
+                 f"  size: {size or self.cache_size}",
+                 f"  memory: {memory or self.cache_memory}"]
+        if page_size:
+            lines.append(f"  page_size: {page_size}")
+        lines.append("mounts:")
+        for point, uri in (mounts or {"/data": f"file://{self.data}"}).items():
+            lines.append(f"  {point}: {uri}")
+        path = os.path.join(self.tmp, name)
+        with open(path, "w") as f:
+            f.write("\n".join(lines) + "\n" + extra)
+        return path
+
+    def make_file(self, rel, size, seed=None):
+        """A file of random bytes in the store; returns its bytes."""
+        path = os.path.join(self.data, rel)
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        data = random_bytes(size, seed if seed is not None else rel)
+        with open(path, "wb") as f:
+            f.write(data)
+        return data
+
+    def mount_tmpfs(self, path, options):
+        """A real small or read-only file system (the tests run as root, like `make test`)."""
+        os.makedirs(path, exist_ok=True)
+        r = subprocess.run(["mount", "-t", "tmpfs", "-o", options, "tmpfs", path],
+                           capture_output=True, text=True)
+        if r.returncode != 0:
+            self.fail(f"this test mounts a tmpfs and needs root: {r.stderr.strip()}")
+        self.mounted.append(path)
+
+    # ---- running sluice ----
+
+    def env(self):
+        env = {k: v for k, v in os.environ.items() if not k.startswith("SLUICE_")}
+        env.update(HOME=self.home, XDG_CACHE_HOME=os.path.join(self.home, ".cache"),
+                   XDG_CONFIG_HOME=os.path.join(self.home, ".config"), LC_ALL="C")
+        return env
+
+    def sluice(self, *args, config=True, expect=0, stdin=None, timeout=TIMEOUT):
+        """Runs sluice; checks the exit code (None: any); returns the CompletedProcess."""
+        argv = [SLUICE] + (["-c", self.config] if config is True else
+                           ["-c", config] if config else []) + [str(a) for a in args]
+        r = subprocess.run(argv, input=stdin, capture_output=True, timeout=timeout,
+                           env=self.env(), cwd=self.tmp)
+        if expect is not None and r.returncode != expect:
+            self.fail(f"{' '.join(argv)}: exit {r.returncode}, expected {expect}\n"
+                      f"stderr: {r.stderr.decode(errors='replace')}")
+        return r
+
+    def popen(self, *args, **kw):
+        argv = [SLUICE, "-c", self.config] + [str(a) for a in args]
+        return subprocess.Popen(argv, env=self.env(), cwd=self.tmp, **kw)
+
+    def cat(self, path, *opts):
+        return self.sluice("cat", *opts, path).stdout
+
+    def stats(self):
+        return json.loads(self.sluice("cache", "stats", "--json").stdout)
+
+    # ---- looking at the cache directory ----
+
+    def page_files(self):
+        """(path, allocated bytes) of every page and temp file in the cache dir."""
+        out = []
+        for sub in ("pages", "tmp"):
+            root = os.path.join(self.cache, sub)
+            for dirpath, _, files in os.walk(root):
+                for name in files:
+                    p = os.path.join(dirpath, name)
+                    try:
+                        out.append((p, os.stat(p).st_blocks * 512))
+                    except FileNotFoundError:
+                        pass  # evicted while we looked
+        return out
+
+    def disk_usage(self):
+        return sum(b for _, b in self.page_files())
+
+    def fs_used_by_pages(self):
+        """Bytes the cache's pages hold on a file system of their own, read in one statvfs call
+        (a walk of 256 folders is not a snapshot: it can count a page evicted from a folder it
+        has passed and a new one in a folder it has not reached). The index is measured first
+        and subtracted: it only grows, so this never under-counts the pages."""
+        index = 0
+        for name in ("data.mdb", "lock.mdb"):
+            try:
+                index += os.stat(os.path.join(self.cache, "index", name)).st_blocks * 512
+            except FileNotFoundError:
+                pass
+        st = os.statvfs(self.cache)
+        return (st.f_blocks - st.f_bfree) * st.f_frsize - index
+
+    def assertErrorNames(self, r, *needles):
+        err = r.stderr.decode(errors="replace")
+        for n in needles:
+            self.assertIn(n, err, f"stderr should name {n!r}: {err!r}")
+        self.assertTrue(err.startswith("sluice: "), f"errors start with 'sluice: ': {err!r}")
+
+
+def main():
+    unittest.main(verbosity=2)
