@@ -212,7 +212,7 @@ struct sl_db *sl__cache_db(struct sl_cache *c)
 static int load(struct sl_cache *c, const struct sl_object *o, const uint8_t key[SL_PAGE_KEY_LEN],
                 uint64_t off, size_t len, uint8_t **out, bool *from_store)
 {
-    uint8_t *data = malloc(len ? len : 1);
+    uint8_t *data = sl__mem_buf_alloc(&c->mem, len);
     size_t n = 0;
     int rc;
 
@@ -225,7 +225,7 @@ static int load(struct sl_cache *c, const struct sl_object *o, const uint8_t key
     rc = sl__ufs_read(o->ufs, o->rel, o->version, off, data, len, &n);
     if (rc == 0 && n != len) rc = SL_E_CHANGED; /* shorter than the version we pinned */
     if (rc < 0) {
-        free(data);
+        sl__mem_buf_free(&c->mem, data, len);
         return rc;
     }
     sl__count(c->ctr, SL_CTR_MISSES, 1);
@@ -234,11 +234,16 @@ static int load(struct sl_cache *c, const struct sl_object *o, const uint8_t key
     return 0;
 }
 
-/* A reader's access to a READY page (mem lock held): true if it counts as a hit. */
+/* An access to a READY page (mem lock held): true if it counts as a hit. The last access
+ * decides whether the page stays in RAM: a stream that consumed a page read ahead for it lets
+ * it go (its buffer is recycled for the next page); any other reader keeps it. */
 static bool access_page(struct sl_cache *c, struct sl_mpage *mp, unsigned flags)
 {
-    if (!(flags & SL_GET_NO_RAM)) mp->no_keep = false;
-    if (flags & SL_GET_PREFETCH) return false;
+    if (flags & SL_GET_PREFETCH) {
+        if (!(flags & SL_GET_NO_RAM)) mp->no_keep = false;
+        return false;
+    }
+    mp->no_keep = (flags & SL_GET_NO_RAM) != 0;
     sl__mem_hit(&c->mem, mp);
     if (mp->fresh) {
         mp->fresh = false; /* its miss was counted when it was fetched */

@@ -65,9 +65,34 @@ static void table_remove(struct sl_mem *mem, struct sl_mpage *mp)
     q_unlink(mem, mp);
 }
 
-static void page_free(struct sl_mpage *mp)
+uint8_t *sl__mem_buf_alloc(struct sl_mem *mem, size_t len)
 {
-    free(mp->data);
+    if (len == mem->page_size) {
+        uint8_t *buf = NULL;
+        pthread_mutex_lock(&mem->buf_lock);
+        if (mem->nspare) buf = mem->spare[--mem->nspare];
+        pthread_mutex_unlock(&mem->buf_lock);
+        if (buf) return buf;
+    }
+    return malloc(len ? len : 1);
+}
+
+void sl__mem_buf_free(struct sl_mem *mem, uint8_t *buf, size_t len)
+{
+    if (buf && len == mem->page_size) {
+        pthread_mutex_lock(&mem->buf_lock);
+        if (mem->nspare < mem->max_spare) {
+            mem->spare[mem->nspare++] = buf;
+            buf = NULL;
+        }
+        pthread_mutex_unlock(&mem->buf_lock);
+    }
+    free(buf);
+}
+
+static void page_free(struct sl_mem *mem, struct sl_mpage *mp)
+{
+    sl__mem_buf_free(mem, mp->data, mp->len);
     free(mp);
 }
 
@@ -180,12 +205,19 @@ int sl__mem_init(struct sl_mem *mem, uint64_t capacity, uint32_t page_size)
     while (ghosts < capacity / page_size * 2 && ghosts < (1U << 22)) ghosts *= 2;
     mem->ghost = calloc(ghosts, sizeof(*mem->ghost));
     mem->ghost_mask = ghosts - 1;
-    if (!mem->buckets || !mem->ghost) {
+    /* Enough spare pages for a full read-ahead window and its reader, within a quarter of the
+     * memory budget. */
+    mem->page_size = page_size;
+    mem->max_spare = (size_t)SL_MIN(32, capacity / 4 / page_size);
+    mem->spare = calloc(mem->max_spare ? mem->max_spare : 1, sizeof(*mem->spare));
+    if (!mem->buckets || !mem->ghost || !mem->spare) {
         free(mem->buckets);
         free(mem->ghost);
+        free(mem->spare);
         return -ENOMEM;
     }
     pthread_mutex_init(&mem->lock, NULL);
+    pthread_mutex_init(&mem->buf_lock, NULL);
     pthread_cond_init(&mem->changed, NULL);
     mem->be = (struct sl_evict_backend){
         .ctx = mem,
@@ -206,12 +238,15 @@ void sl__mem_fini(struct sl_mem *mem)
         struct sl_mpage *mp = mem->buckets[i];
         while (mp) {
             struct sl_mpage *next = mp->hnext;
-            page_free(mp);
+            page_free(mem, mp);
             mp = next;
         }
     }
     free(mem->buckets);
     free(mem->ghost);
+    for (size_t i = 0; i < mem->nspare; i++) free(mem->spare[i]);
+    free(mem->spare);
+    pthread_mutex_destroy(&mem->buf_lock);
     pthread_cond_destroy(&mem->changed);
     pthread_mutex_destroy(&mem->lock);
 }
@@ -267,7 +302,7 @@ static void evict_to_fit(struct sl_mem *mem)
         if (sl__evict_victim(&mem->be, &e) < 0) return; /* all pinned: over budget for now */
         struct sl_mpage *mp = e.handle;
         table_remove(mem, mp);
-        if (mp->refs == 0) page_free(mp);
+        if (mp->refs == 0) page_free(mem, mp);
     }
 }
 
@@ -307,7 +342,7 @@ void sl__mem_unref(struct sl_mem *mem, struct sl_mpage *mp)
     if (--mp->refs > 0) return;
     if (mp->no_keep && mp->state == SL_MP_READY) table_remove(mem, mp);
     if (!mp->in_table) {
-        page_free(mp);
+        page_free(mem, mp);
         return;
     }
     if (mem->bytes > mem->capacity) evict_to_fit(mem);
@@ -321,7 +356,7 @@ void sl__mem_drop_prefix(struct sl_mem *mem, const uint8_t *prefix, size_t len)
             struct sl_mpage *next = mp->hnext;
             if (memcmp(mp->key, prefix, len) == 0 && mp->state == SL_MP_READY) {
                 table_remove(mem, mp);
-                if (mp->refs == 0) page_free(mp);
+                if (mp->refs == 0) page_free(mem, mp);
             }
             mp = next;
         }

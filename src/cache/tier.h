@@ -58,10 +58,22 @@ struct sl_mem {
     size_t ghost_mask;
     uint64_t ghost_clock;
     struct sl_evict_backend be;
+
+    /* Full-page buffers kept for reuse: a buffer the kernel has to fault in and zero again for
+     * every page costs more than reading the page (see docs/benchmarks.md). buf_lock guards
+     * them; it is never held with lock. */
+    pthread_mutex_t buf_lock;
+    uint8_t **spare;
+    size_t nspare, max_spare;
+    uint32_t page_size;
 };
 
 int sl__mem_init(struct sl_mem *mem, uint64_t capacity, uint32_t page_size);
 void sl__mem_fini(struct sl_mem *mem);
+/* A buffer for len bytes of page data (recycled when len is a full page); free it with
+ * sl__mem_buf_free() or hand it to sl__mem_set_ready(). Any lock may be held. */
+uint8_t *sl__mem_buf_alloc(struct sl_mem *mem, size_t len);
+void sl__mem_buf_free(struct sl_mem *mem, uint8_t *buf, size_t len);
 /* The rest are called with mem->lock held. */
 struct sl_mpage *sl__mem_find(struct sl_mem *mem, const uint8_t key[SL_PAGE_KEY_LEN], uint64_t hash);
 struct sl_mpage *sl__mem_insert_loading(struct sl_mem *mem, const uint8_t key[SL_PAGE_KEY_LEN],
