@@ -77,19 +77,8 @@ int sl_resolve(sl_t *sl, const char *path, char **uri)
 
 int sl_stat(sl_t *sl, const char *path, sl_stat_t *st)
 {
-    struct sl_resolved r;
-    int rc;
-
     sl__err_clear();
-    if ((rc = sl__ns_resolve(sl->ns, path, &r)) < 0) return rc;
-    if (!r.mount) {
-        memset(st, 0, sizeof(*st));
-        st->type = SL_TYPE_DIR;
-    } else {
-        rc = sl__md_stat(&sl->md, &r, st);
-    }
-    sl__resolved_free(&r);
-    return rc;
+    return sl__path_stat(sl, path, st);
 }
 
 int sl_cached_bytes(sl_t *sl, const char *path, const sl_stat_t *st, uint64_t *bytes)

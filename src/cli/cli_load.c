@@ -90,10 +90,17 @@ static int read_order(const char *file, struct items *it)
     return code;
 }
 
+struct load_progress {
+    struct cli_progress bar;
+    uint64_t total; /* as sl_load counted it */
+};
+
 static void on_progress(void *arg, uint64_t done, uint64_t total, size_t items_done,
                         size_t items_total)
 {
-    cli_progress_update(arg, done, total, items_done, items_total);
+    struct load_progress *p = arg;
+    p->total = total;
+    cli_progress_update(&p->bar, done, total, items_done, items_total);
 }
 
 int cli_load(struct cli *cli, int argc, char **argv)
@@ -143,24 +150,18 @@ int cli_load(struct cli *cli, int argc, char **argv)
         }
     }
 
-    struct cli_progress progress;
+    struct load_progress progress = {0};
     size_t failed = SIZE_MAX;
     uint64_t t0 = cli_now_ns();
-    cli_progress_start(&progress, cli, "load");
+    cli_progress_start(&progress.bar, cli, "load");
     int rc = sl_load(sl, it.v, it.n, on_progress, &progress, &failed);
-    cli_progress_end(&progress);
+    cli_progress_end(&progress.bar);
     double secs = (double)(cli_now_ns() - t0) / 1e9;
     if (rc < 0) {
         code = cli_error(rc, failed < it.n ? it.v[failed].path : "load");
         goto out;
     }
-    uint64_t total = 0;
-    for (size_t i = 0; i < it.n; i++) {
-        sl_stat_t st;
-        if (sl_stat(sl, it.v[i].path, &st) == 0 && it.v[i].offset < st.size)
-            total += st.size - it.v[i].offset < it.v[i].length ? st.size - it.v[i].offset
-                                                                : it.v[i].length;
-    }
+    uint64_t total = progress.total;
     if (json) {
         struct json_object *o = json_object_new_object();
         json_object_object_add(o, "files", cli_json_u64(it.n));

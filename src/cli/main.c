@@ -56,6 +56,9 @@ int main(int argc, char **argv)
     struct cli cli = {0};
     int c;
 
+    /* JSON numbers as people read them: 0.0034, not 0.0034168639999999999. */
+    json_c_set_serialization_double_format("%.6g", JSON_C_OPTION_GLOBAL);
+
     /* '+': stop at the command; its options are its own. */
     while ((c = getopt_long(argc, argv, "+c:vqhV", opts, NULL)) != -1) {
         switch (c) {

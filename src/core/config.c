@@ -96,6 +96,23 @@ static int want_mapping(struct parse *p, const yaml_node_t *n, const char *key)
     return 0;
 }
 
+/* A key given twice is a mistake (which one did the user mean?), not "the last one wins". */
+static int no_duplicate(struct parse *p, yaml_node_t *map, yaml_node_pair_t *pair,
+                        const char *where)
+{
+    yaml_node_t *k = yaml_document_get_node(&p->doc, pair->key);
+    const char *key = scalar(k);
+    if (!key) return 0;
+    for (yaml_node_pair_t *q = map->data.mapping.pairs.start; q < pair; q++) {
+        yaml_node_t *qk = yaml_document_get_node(&p->doc, q->key);
+        const char *other = scalar(qk);
+        if (other && strcmp(other, key) == 0)
+            return perr(p, k, "%s%s'%s' is given twice (first at line %zu)", where,
+                        *where ? ": " : "", key, qk->start_mark.line + 1);
+    }
+    return 0;
+}
+
 /* "~/x" -> $HOME/x; "x" -> BASE/x; "/x" stays; then normalised ("/a/./b/../c" -> "/a/c"). */
 static char *expand_path(struct parse *p, const char *s)
 {
@@ -144,6 +161,7 @@ static int parse_cache(struct parse *p, yaml_node_t *map)
         yaml_node_t *v = yaml_document_get_node(&p->doc, pair->value);
         const char *key = scalar(k);
         if (!key) return perr(p, k, "cache: expected a key (one of %s)", known);
+        if ((rc = no_duplicate(p, map, pair, "cache"))) return rc;
 
         if (strcmp(key, "dir") == 0) {
             const char *s = NULL;
@@ -224,7 +242,9 @@ static int parse_mount(struct parse *p, yaml_node_t *k, yaml_node_t *v, struct s
 
     if (v->type == YAML_SCALAR_NODE) {
         const char *s = NULL;
-        if ((rc = want_scalar(p, v, path, "a URI", &s))) return rc;
+        char ctx[320];
+        snprintf(ctx, sizeof(ctx), "mounts: %s", path);
+        if ((rc = want_scalar(p, v, ctx, "a URI", &s))) return rc;
         return parse_uri(p, v, s, &m->uri);
     }
     if (v->type != YAML_MAPPING_NODE)
@@ -238,6 +258,8 @@ static int parse_mount(struct parse *p, yaml_node_t *k, yaml_node_t *v, struct s
         const char *key = scalar(ok), *s = NULL;
         char ctx[320];
         if (!key) return perr(p, ok, "mounts: %s: expected a key (one of %s)", path, known);
+        snprintf(ctx, sizeof(ctx), "mounts: %s", path);
+        if ((rc = no_duplicate(p, v, pair, ctx))) return rc;
         snprintf(ctx, sizeof(ctx), "mounts: %s: %s", path, key);
 
         if (strcmp(key, "uri") == 0) {
@@ -317,6 +339,7 @@ static int parse_root(struct parse *p)
         yaml_node_t *v = yaml_document_get_node(&p->doc, pair->value);
         const char *key = scalar(k);
         if (!key) return perr(p, k, "expected a key (one of %s)", known);
+        if ((rc = no_duplicate(p, root, pair, ""))) return rc;
         if (strcmp(key, "cache") == 0)
             rc = parse_cache(p, v);
         else if (strcmp(key, "mounts") == 0)
@@ -361,9 +384,16 @@ int sl__config_parse(const char *name, const char *text, size_t len, struct sl_c
     int rc;
 
     if ((rc = sl__config_defaults(&p.cfg)) < 0) return rc;
+    /* Relative paths in the file are relative to its folder, made absolute here. */
     const char *slash = strrchr(name, '/');
-    p.base_dir = slash ? strndup(name, (size_t)(slash - name) ? (size_t)(slash - name) : 1)
-                       : getcwd(NULL, 0);
+    char *cwd = name[0] == '/' ? NULL : getcwd(NULL, 0);
+    if (!slash)
+        p.base_dir = cwd ? sl__strdup(cwd) : NULL;
+    else if (name[0] == '/')
+        p.base_dir = strndup(name, (size_t)(slash - name) ? (size_t)(slash - name) : 1);
+    else if (cwd)
+        p.base_dir = sl__asprintf("%s/%.*s", cwd, (int)(slash - name), name);
+    free(cwd);
 
     if (!yaml_parser_initialize(&parser)) {
         rc = -ENOMEM;
@@ -371,10 +401,15 @@ int sl__config_parse(const char *name, const char *text, size_t len, struct sl_c
     }
     yaml_parser_set_input_string(&parser, (const unsigned char *)text, len);
     if (!yaml_parser_load(&parser, &p.doc)) {
-        yaml_mark_t mk = parser.problem_mark;
-        rc = sl__err(SL_E_CONFIG, "%s:%zu:%zu: invalid YAML: %s%s%s", name, mk.line + 1,
-                     mk.column + 1, parser.problem ? parser.problem : "cannot parse",
-                     parser.context ? " " : "", parser.context ? parser.context : "");
+        /* Where it was noticed, and where the construct it concerns began (an unclosed '['
+         * is noticed at the end of the file; the user needs the '['). */
+        yaml_mark_t mk = parser.problem_mark, cm = parser.context_mark;
+        char ctx[160] = "";
+        if (parser.context)
+            snprintf(ctx, sizeof(ctx), " (%s that starts at %zu:%zu)", parser.context,
+                     cm.line + 1, cm.column + 1);
+        rc = sl__err(SL_E_CONFIG, "%s:%zu:%zu: invalid YAML: %s%s", name, mk.line + 1,
+                     mk.column + 1, parser.problem ? parser.problem : "cannot parse", ctx);
         yaml_parser_delete(&parser);
         goto out;
     }

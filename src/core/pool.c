@@ -57,6 +57,7 @@ static void *worker(void *arg)
 
 int sl__pool_create(unsigned nthreads, struct sl_pool **out)
 {
+    if (nthreads == 0) return -EINVAL; /* tasks would never run, and their waiters never wake */
     struct sl_pool *pool = calloc(1, sizeof(*pool) + nthreads * sizeof(pthread_t));
     if (!pool) return -ENOMEM;
     pthread_mutex_init(&pool->lock, NULL);

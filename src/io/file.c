@@ -81,6 +81,21 @@ fail:
     return rc;
 }
 
+int sl__path_stat(struct sl *sl, const char *path, sl_stat_t *st)
+{
+    struct sl_resolved r;
+    int rc = sl__ns_resolve(sl->ns, path, &r);
+    if (rc < 0) return rc;
+    if (!r.mount) {
+        memset(st, 0, sizeof(*st));
+        st->type = SL_TYPE_DIR;
+    } else {
+        rc = sl__md_stat(&sl->md, &r, st);
+    }
+    sl__resolved_free(&r);
+    return rc;
+}
+
 /* The object changed under us before we returned a byte: pin its new version. */
 static int repin(struct sl_file *f)
 {

@@ -42,6 +42,8 @@ struct sl_file {
 };
 
 int sl__file_open(struct sl *sl, const char *path, struct sl_file **out);
+/* Metadata of a namespace path or URI (directories of the namespace included). */
+int sl__path_stat(struct sl *sl, const char *path, sl_stat_t *st);
 void sl__file_ref(struct sl_file *f);
 void sl__file_unref(struct sl_file *f);
 

@@ -74,7 +74,7 @@ int sl_load(sl_t *sl, const sl_load_item_t *items, size_t n, sl_progress_cb cb, 
     /* Sizes first, for an honest progress bar (and to fail early on a missing path). */
     for (size_t i = 0; i < n && rc == 0; i++) {
         sl_stat_t st;
-        if ((rc = sl_stat(sl, items[i].path, &st)) < 0) {
+        if ((rc = sl__path_stat(sl, items[i].path, &st)) < 0) {
             atomic_store(&ctx.failed, i);
         } else if (st.type == SL_TYPE_FILE && items[i].offset < st.size) {
             total += SL_MIN(items[i].length, st.size - items[i].offset);

@@ -75,11 +75,37 @@ static bool unpack(const MDB_val *v, struct md_rec *r, sl_stat_t *st)
     return true;
 }
 
+/* Writes a stat record. A directory keeps the listing time it had: a stat says nothing about
+ * whether its listing snapshot is still complete. */
 static int put_meta(struct sl_db *db, MDB_txn *txn, const uint8_t key[16], const sl_stat_t *st,
-                    bool found, uint64_t fetched, uint64_t listed)
+                    bool found, uint64_t fetched)
 {
     char buf[sizeof(struct md_rec) + SL_VERSION_MAX];
-    MDB_val k = {16, (void *)key}, v = {pack(st, found, fetched, listed, buf), buf};
+    MDB_val k = {16, (void *)key}, v;
+    struct md_rec old;
+    uint64_t listed = 0;
+    if (found && st->type == SL_TYPE_DIR && mdb_get(txn, db->dbi[SL_DB_META], &k, &v) == 0 &&
+        unpack(&v, &old, NULL) && old.found && old.type == SL_TYPE_DIR)
+        listed = old.listed_ns;
+    v = (MDB_val){pack(st, found, fetched, listed, buf), buf};
+    return sl__mdb_err(mdb_put(txn, db->dbi[SL_DB_META], &k, &v, 0));
+}
+
+/* Sets only a directory's listing time (0: no complete snapshot), keeping its stat. A directory
+ * never stat'ed gets a record whose stat is not fresh (fetched 0), so a stat still asks. */
+static int set_listed(struct sl_db *db, MDB_txn *txn, const uint8_t key[16], uint64_t listed)
+{
+    char buf[sizeof(struct md_rec) + SL_VERSION_MAX];
+    MDB_val k = {16, (void *)key}, v;
+    struct md_rec rec = {0};
+    sl_stat_t st = {.type = SL_TYPE_DIR};
+    if (!(mdb_get(txn, db->dbi[SL_DB_META], &k, &v) == 0 && unpack(&v, &rec, &st) && rec.found &&
+          rec.type == SL_TYPE_DIR)) {
+        rec.fetched_ns = 0;
+        memset(&st, 0, sizeof(st));
+        st.type = SL_TYPE_DIR;
+    }
+    v = (MDB_val){pack(&st, true, rec.fetched_ns, listed, buf), buf};
     return sl__mdb_err(mdb_put(txn, db->dbi[SL_DB_META], &k, &v, 0));
 }
 
@@ -90,7 +116,7 @@ static void store_stat(struct sl_md *md, const char *object_id, const sl_stat_t 
     MDB_txn *txn;
     sl__hash128(object_id, key);
     if (sl__db_begin(md->db, true, &txn) < 0) return;
-    if (put_meta(md->db, txn, key, st, found, sl__now_ns(), 0) < 0) {
+    if (put_meta(md->db, txn, key, st, found, sl__now_ns()) < 0) {
         mdb_txn_abort(txn);
         return;
     }
@@ -128,20 +154,23 @@ int sl__md_stat(struct sl_md *md, const struct sl_resolved *r, sl_stat_t *st)
     return rc;
 }
 
-/* Serves a complete, fresh snapshot; returns 1 when there is none to serve. */
+/* Serves a complete, fresh snapshot if there is one (*served); returns what the callback
+ * returned to stop, or an error. */
 static int list_snapshot(struct sl_md *md, const uint8_t dkey[16], int64_t ttl, sl_list_cb cb,
-                         void *arg)
+                         void *arg, bool *served)
 {
     MDB_txn *txn;
     MDB_val k = {16, (void *)dkey}, v;
     struct md_rec rec;
     int rc;
 
-    if ((rc = sl__db_begin(md->db, false, &txn)) < 0) return 1;
+    *served = false;
+    if ((rc = sl__db_begin(md->db, false, &txn)) < 0) return 0;
     rc = mdb_get(txn, md->db->dbi[SL_DB_META], &k, &v);
     bool ok = rc == 0 && unpack(&v, &rec, NULL) && rec.found && fresh(rec.listed_ns, ttl);
     mdb_txn_abort(txn);
-    if (!ok) return 1;
+    if (!ok) return 0;
+    *served = true;
 
     /* Batches of names, each batch from its own short read transaction. */
     char after[16 + 4096];
@@ -218,9 +247,8 @@ static int snapshot_page(struct sl_md *md, const struct sl_resolved *r, const ui
 
     if ((rc = sl__db_begin(md->db, true, &txn)) < 0) return rc;
     if (first) {
-        sl_stat_t dir = {.type = SL_TYPE_DIR};
         if ((rc = snapshot_reset(md, txn, dkey)) < 0) goto out;
-        if ((rc = put_meta(md->db, txn, dkey, &dir, true, now, 0)) < 0) goto out;
+        if ((rc = set_listed(md->db, txn, dkey, 0)) < 0) goto out;
     }
     for (size_t i = 0; i < n; i++) {
         size_t nlen = strlen(ents[i].name);
@@ -240,7 +268,7 @@ static int snapshot_page(struct sl_md *md, const struct sl_resolved *r, const ui
         uint8_t ckey[16];
         sl__hash128(child, ckey);
         free(child);
-        if ((rc = put_meta(md->db, txn, ckey, &ents[i].st, true, now, 0)) < 0) goto out;
+        if ((rc = put_meta(md->db, txn, ckey, &ents[i].st, true, now)) < 0) goto out;
     }
 out:
     if (rc < 0) {
@@ -253,11 +281,9 @@ out:
 static int snapshot_complete(struct sl_md *md, const uint8_t dkey[16])
 {
     MDB_txn *txn;
-    sl_stat_t dir = {.type = SL_TYPE_DIR};
-    uint64_t now = sl__now_ns();
     int rc = sl__db_begin(md->db, true, &txn);
     if (rc < 0) return rc;
-    if ((rc = put_meta(md->db, txn, dkey, &dir, true, now, now)) < 0) {
+    if ((rc = set_listed(md->db, txn, dkey, sl__now_ns())) < 0) {
         mdb_txn_abort(txn);
         return rc;
     }
@@ -275,7 +301,11 @@ int sl__md_list(struct sl_md *md, const struct sl_resolved *r, sl_list_cb cb, vo
     int rc;
 
     sl__hash128(r->object_id, dkey);
-    if (cache && (rc = list_snapshot(md, dkey, m->ttl_ns, cb, arg)) != 1) return rc;
+    if (cache) {
+        bool served;
+        rc = list_snapshot(md, dkey, m->ttl_ns, cb, arg, &served);
+        if (served) return rc;
+    }
 
     if ((rc = sl__ufs_list_open(m->ufs, r->rel, &l)) < 0) {
         if (rc == -ENOENT) sl__err(rc, "%s: No such file or directory", r->path);

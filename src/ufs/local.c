@@ -45,6 +45,8 @@ struct local_writer {
 
 static _Atomic unsigned tmp_counter;
 
+#define TMP_MARK ".sluice-tmp."
+
 static int local_split(const char *uri, char **root, char **path)
 {
     const char *p = uri + strlen("file://");
@@ -175,6 +177,9 @@ static int local_list_next(struct sl_ufs_lister *ul, sl_dirent_t *ents, size_t m
             break;
         }
         if (strcmp(de->d_name, ".") == 0 || strcmp(de->d_name, "..") == 0) continue;
+        /* A write in progress (ours) is not an object yet: listing it would let `cp -r` or a
+         * training job read half a file. */
+        if (de->d_name[0] == '.' && strstr(de->d_name, TMP_MARK)) continue;
         struct stat sb;
         /* Entries that vanish while listed, or dangling links, are simply not there. */
         if (fstatat(l->dirfd, de->d_name, &sb, 0) < 0) continue;
@@ -297,8 +302,8 @@ static int local_writer_open(struct sl_ufs *u, const char *path, struct sl_ufs_w
         goto fail;
     }
     *slash = '/';
-    w->tmp = sl__asprintf("%.*s/.%s.sluice-tmp.%d.%u", (int)(slash - w->path), w->path, slash + 1,
-                          (int)getpid(), atomic_fetch_add(&tmp_counter, 1));
+    w->tmp = sl__asprintf("%.*s/.%s" TMP_MARK "%d.%u", (int)(slash - w->path), w->path,
+                          slash + 1, (int)getpid(), atomic_fetch_add(&tmp_counter, 1));
     if (!w->tmp) {
         rc = -ENOMEM;
         goto fail;
@@ -308,6 +313,9 @@ static int local_writer_open(struct sl_ufs *u, const char *path, struct sl_ufs_w
         rc = -errno;
         goto fail;
     }
+    /* Replacing a file keeps its permissions (a 0600 file stays private). */
+    struct stat old;
+    if (stat(w->path, &old) == 0 && S_ISREG(old.st_mode)) fchmod(w->fd, old.st_mode & 07777);
     *out = (struct sl_ufs_writer *)w;
     return 0;
 fail:
