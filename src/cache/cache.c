@@ -234,6 +234,17 @@ static int load(struct sl_cache *c, const struct sl_object *o, const uint8_t key
     return 0;
 }
 
+/* Writes a page fetched from the store to disk. A tier that is full of pinned (epoch) pages
+ * refuses it; if some of them are pages of this object's old versions, which can never be
+ * served again, they give way. */
+static void insert(struct sl_cache *c, const struct sl_object *o,
+                   const uint8_t key[SL_PAGE_KEY_LEN], const uint8_t *data, size_t len)
+{
+    int rc = sl__disk_insert(c->disk, key, o->policy, data, len);
+    if (rc == SL_E_CACHE_FULL && sl__cache_drop_other_versions(c, o) > 0)
+        sl__disk_insert(c->disk, key, o->policy, data, len);
+}
+
 /* An access to a READY page (mem lock held): true if it counts as a hit. The last access
  * decides whether the page stays in RAM: a stream that consumed a page read ahead for it lets
  * it go (its buffer is recycled for the next page); any other reader keeps it. */
@@ -304,7 +315,7 @@ int sl__cache_get(struct sl_cache *c, const struct sl_object *o, uint64_t index,
         pthread_mutex_unlock(&c->mem.lock);
 
         /* The page is pinned by us and immutable: write it down without holding anyone up. */
-        if (from_store && c->disk) sl__disk_insert(c->disk, key, o->policy, data, len);
+        if (from_store && c->disk) insert(c, o, key, data, len);
     }
     if (hit) {
         sl__count(c->ctr, SL_CTR_HITS, 1);
@@ -343,6 +354,14 @@ int sl__cache_free_object(struct sl_cache *c, const uint8_t file_id[16], uint64_
     return c->disk ? sl__disk_free_prefix(c->disk, file_id, 16, freed) : 0;
 }
 
+int sl__cache_drop_other_versions(struct sl_cache *c, const struct sl_object *o)
+{
+    uint8_t keep[24];
+    if (!c->disk) return 0;
+    version_prefix(o, keep);
+    return sl__disk_free_other_versions(c->disk, keep);
+}
+
 int sl__cache_cached_bytes(struct sl_cache *c, const struct sl_object *o, uint64_t *bytes)
 {
     uint8_t prefix[24];
@@ -356,9 +375,14 @@ int sl__cache_stats(struct sl_cache *c, sl_cache_stats_t *out)
 {
     memset(out, 0, sizeof(*out));
     out->capacity_bytes = c->capacity;
+    /* A flush moves counts from the atomics to the index: never read between the two. */
+    pthread_mutex_lock(&c->flush_lock);
     if (c->disk) {
         int rc = sl__disk_stats(c->disk, out);
-        if (rc < 0) return rc;
+        if (rc < 0) {
+            pthread_mutex_unlock(&c->flush_lock);
+            return rc;
+        }
     }
     /* Plus what this process counted and has not flushed yet. */
     uint64_t *fields[SL_CTR__COUNT] = {
@@ -370,6 +394,7 @@ int sl__cache_stats(struct sl_cache *c, sl_cache_stats_t *out)
         [SL_CTR_CHECKSUM_FAILURES] = &out->checksum_failures,
     };
     for (int i = 0; i < SL_CTR__COUNT; i++) *fields[i] += atomic_load(&c->ctr->v[i]);
+    pthread_mutex_unlock(&c->flush_lock);
     return 0;
 }
 

@@ -56,6 +56,9 @@ void sl__cache_release(struct sl_cache *c, struct sl_page_ref *ref);
 bool sl__cache_on_disk(struct sl_cache *c, const struct sl_object *o, uint64_t index);
 
 int sl__cache_free_object(struct sl_cache *c, const uint8_t file_id[16], uint64_t *freed);
+/* Drops the disk pages of every version of o's object but o's own (they can never be served
+ * again); returns how many versions it dropped. */
+int sl__cache_drop_other_versions(struct sl_cache *c, const struct sl_object *o);
 int sl__cache_cached_bytes(struct sl_cache *c, const struct sl_object *o, uint64_t *bytes);
 int sl__cache_stats(struct sl_cache *c, sl_cache_stats_t *out);
 int sl__cache_stats_reset(struct sl_cache *c);

@@ -633,8 +633,15 @@ static int settle(struct sl_disk *d, const uint8_t key[SL_PAGE_KEY_LEN], enum sl
     int rc;
 
     if ((rc = dtx_begin(d, &t)) < 0) return rc;
-    mdb_del(t.txn, d->db->dbi[SL_DB_RESERVE], &k, NULL);
-    sl__db_add_u64(d->db, t.txn, "bytes_reserved", -(int64_t)charge);
+    /* Give back only our own reservation: if another process took us for dead and undid it
+     * (processes in different pid namespaces cannot see each other), it returned the space. */
+    MDB_val v;
+    struct sl_reservation r;
+    if (mdb_get(t.txn, d->db->dbi[SL_DB_RESERVE], &k, &v) == 0 && v.mv_size == sizeof(r) &&
+        (memcpy(&r, v.mv_data, sizeof(r)), r.pid == d->pid && r.start_time == d->start_time)) {
+        mdb_del(t.txn, d->db->dbi[SL_DB_RESERVE], &k, NULL);
+        sl__db_add_u64(d->db, t.txn, "bytes_reserved", -(int64_t)charge);
+    }
     if (commit) {
         struct sl_page_rec rec = {.size = (uint32_t)size, .checksum = checksum};
         rec.queue = (uint8_t)sl__evict_queue_for_insert(&t.be, pol, key);
@@ -665,8 +672,8 @@ int sl__disk_insert(struct sl_disk *d, const uint8_t key[SL_PAGE_KEY_LEN], enum 
 
     uint64_t seq = atomic_fetch_add(&d->tmp_seq, 1);
     rc = reserve(d, key, charge, seq);
-    if (rc == 1 || rc == SL_E_CACHE_FULL) return 0;
-    if (rc < 0) return rc;
+    if (rc == 1) return 0;
+    if (rc < 0) return rc; /* SL_E_CACHE_FULL, or the index failed: nothing was written */
 
     char *tmp = tmp_path(d, d->pid, d->start_time, seq), *path = sl__disk_page_path(d, key);
     if (!tmp || !path)
@@ -743,6 +750,51 @@ int sl__disk_free_prefix(struct sl_disk *d, const uint8_t *prefix, size_t len, u
     if ((rc = sl__db_commit(t.txn)) < 0) return rc;
     if (freed) *freed = total;
     return 0;
+}
+
+/* The version prefixes (24 bytes) of file_id other than keep's, in index order: a seek per
+ * version, so the common case (one version) costs one seek in a read transaction. */
+static size_t other_versions(struct sl_disk *d, const uint8_t keep[24], uint8_t (*out)[24],
+                             size_t max)
+{
+    MDB_txn *txn;
+    MDB_cursor *cur;
+    size_t n = 0;
+    if (sl__db_begin(d->db, false, &txn) < 0) return 0;
+    if (mdb_cursor_open(txn, d->db->dbi[SL_DB_PAGES], &cur) != 0) {
+        mdb_txn_abort(txn);
+        return 0;
+    }
+    uint8_t seek[SL_PAGE_KEY_LEN] = {0};
+    memcpy(seek, keep, 16);
+    while (n < max) {
+        MDB_val k = {sizeof(seek), seek}, v;
+        if (mdb_cursor_get(cur, &k, &v, MDB_SET_RANGE) != 0 || k.mv_size != SL_PAGE_KEY_LEN ||
+            memcmp(k.mv_data, keep, 16) != 0)
+            break;
+        if (memcmp((uint8_t *)k.mv_data + 16, keep + 16, 8) != 0) memcpy(out[n++], k.mv_data, 24);
+        /* Next version: this version id + 1, page 0 (ids are big-endian in the key). */
+        memcpy(seek, k.mv_data, 24);
+        memset(seek + 24, 0, 8);
+        int i = 23;
+        while (i >= 16 && ++seek[i] == 0) i--;
+        if (i < 16) break; /* the last possible version id */
+    }
+    mdb_cursor_close(cur);
+    mdb_txn_abort(txn);
+    return n;
+}
+
+int sl__disk_free_other_versions(struct sl_disk *d, const uint8_t keep[24])
+{
+    uint8_t old[8][24];
+    size_t n = other_versions(d, keep, old, SL_ARRAY_LEN(old));
+    for (size_t i = 0; i < n; i++) {
+        uint64_t freed;
+        int rc = sl__disk_free_prefix(d, old[i], 24, &freed);
+        if (rc < 0) return rc;
+    }
+    return (int)n;
 }
 
 int sl__disk_sum_prefix(struct sl_disk *d, const uint8_t *prefix, size_t len, uint64_t *bytes)

@@ -11,7 +11,7 @@
 
 #include "cache/tier.h"
 
-#define HEAD_SCAN 64 /* pinned pages skipped at most per head() */
+#include <xxhash.h>
 
 static struct sl_mpage **bucket(struct sl_mem *mem, uint64_t hash)
 {
@@ -108,15 +108,26 @@ static void to_entry(struct sl_mpage *mp, struct sl_evict_entry *e)
     e->handle = mp;
 }
 
+/* The oldest page of q that nobody holds. Held pages met on the way go to the tail: they are
+ * in use, the opposite of a victim, and must not make every later search walk past them again.
+ * Each page is looked at most once per call, so a queue of held pages ends the search. */
 static int be_head(void *ctx, int q, struct sl_evict_entry *e)
 {
     struct sl_mem *mem = ctx;
-    int n = 0;
-    for (struct sl_mpage *mp = mem->q[q].head; mp && n < HEAD_SCAN; mp = mp->qnext, n++) {
+    uint64_t n = mem->q[q].count;
+    for (struct sl_mpage *mp = mem->q[q].head; mp && n > 0; n--) {
         if (mp->refs == 0) {
             to_entry(mp, e);
             return 0;
         }
+        struct sl_mpage *next = mp->qnext;
+        if (next) {
+            uint8_t freq = mp->freq;
+            q_unlink(mem, mp);
+            mp->freq = freq;
+            q_append(mem, mp, q);
+        }
+        mp = next;
     }
     return -ENOENT;
 }
@@ -150,10 +161,8 @@ static uint64_t be_queue_bytes(void *ctx, int q)
  * without the list). Eight probes per key, the oldest slot is overwritten. */
 static uint64_t ghost_hash(const uint8_t key[SL_PAGE_KEY_LEN])
 {
-    uint64_t h;
-    memcpy(&h, key + 8, sizeof(h)); /* key bytes are already a hash */
-    h ^= key[31] * 0x9E3779B97F4A7C15ULL;
-    return h | 1; /* 0 marks an empty slot */
+    /* The whole key: its first half is the same for every page of a file. */
+    return XXH3_64bits(key, SL_PAGE_KEY_LEN) | 1; /* 0 marks an empty slot */
 }
 
 static bool ghost_alive(struct sl_mem *mem, uint64_t when)
@@ -317,6 +326,9 @@ void sl__mem_set_ready(struct sl_mem *mem, struct sl_mpage *mp, uint8_t *data, s
         mem->bytes += mp->charge;
         q_append(mem, mp, sl__evict_queue_for_insert(&mem->be, pol, mp->key));
         evict_to_fit(mem);
+        /* Still over budget and the page may not be evicted later (epoch): read it through,
+         * do not keep it. */
+        if (mem->bytes > mem->capacity && mp->queue == SL_Q_PINNED) table_remove(mem, mp);
     }
     pthread_cond_broadcast(&mem->changed);
 }

@@ -61,7 +61,7 @@ struct sl_mem {
 
     /* Full-page buffers kept for reuse: a buffer the kernel has to fault in and zero again for
      * every page costs more than reading the page (see docs/benchmarks.md). buf_lock guards
-     * them; it is never held with lock. */
+     * them. Lock order: lock, then buf_lock (pages are freed under lock). */
     pthread_mutex_t buf_lock;
     uint8_t **spare;
     size_t nspare, max_spare;
@@ -102,7 +102,8 @@ int sl__disk_read(struct sl_disk *d, const uint8_t key[SL_PAGE_KEY_LEN], void *b
 bool sl__disk_contains(struct sl_disk *d, const uint8_t key[SL_PAGE_KEY_LEN]);
 
 /* Caches a page; best effort (0 when skipped: already cached, being written by another process,
- * larger than the tier, the tier pinned full). An error means the disk refused the write. */
+ * larger than the tier). SL_E_CACHE_FULL: nothing can be evicted (the tier is full of pinned
+ * pages). Other errors: the disk refused the write. */
 int sl__disk_insert(struct sl_disk *d, const uint8_t key[SL_PAGE_KEY_LEN], enum sl_policy pol,
                     const void *data, size_t len);
 
@@ -110,6 +111,9 @@ int sl__disk_insert(struct sl_disk *d, const uint8_t key[SL_PAGE_KEY_LEN], enum 
 int sl__disk_apply(struct sl_disk *d, const uint64_t deltas[SL_CTR__COUNT],
                    const uint8_t (*hits)[SL_PAGE_KEY_LEN], size_t nhits);
 
+/* Frees the pages of file keep[0..16) whose version is not keep[16..24); returns how many
+ * versions it freed. */
+int sl__disk_free_other_versions(struct sl_disk *d, const uint8_t keep[24]);
 int sl__disk_free_prefix(struct sl_disk *d, const uint8_t *prefix, size_t len, uint64_t *freed);
 int sl__disk_sum_prefix(struct sl_disk *d, const uint8_t *prefix, size_t len, uint64_t *bytes);
 int sl__disk_stats(struct sl_disk *d, sl_cache_stats_t *out);
