@@ -167,7 +167,7 @@ int cli_list_sorted(sl_t *sl, const char *path, struct cli_entry **out, size_t *
         cli_entries_free(c.ents, c.n);
         return rc;
     }
-    qsort(c.ents, c.n, sizeof(*c.ents), by_name);
+    if (c.n) qsort(c.ents, c.n, sizeof(*c.ents), by_name); /* an empty listing has no array */
     *out = c.ents;
     *n = c.n;
     return 0;

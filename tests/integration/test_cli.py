@@ -41,6 +41,10 @@ class CliTest(SluiceCase):
         self.assertEqual(by_path["/data/b.bin"]["cached_bytes"], PAGE)
         self.assertEqual(by_path["/data/b.bin"]["size"], 3 * PAGE)
         self.assertEqual(by_path["/data/sub"]["type"], "dir")
+        # An empty directory lists nothing, and says nothing.
+        os.makedirs(os.path.join(self.data, "empty"))
+        r = self.sluice("ls", "-l", "/data/empty")
+        self.assertEqual((r.stdout, r.stderr), (b"", b""))
         # A file as the argument lists that file.
         self.assertEqual(self.sluice("ls", "/data/a.txt").stdout, b"/data/a.txt\n")
 
