@@ -14,7 +14,7 @@ import tempfile
 import unittest
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-SLUICE = os.environ.get("SLUICE_BIN") or os.path.join(HERE, "..", "..", "build", "sluice")
+SLUICE = os.path.abspath(os.environ.get("SLUICE_BIN") or os.path.join(HERE, "..", "..", "build", "sluice"))
 TIMEOUT = int(os.environ.get("SLUICE_TEST_TIMEOUT", "180"))
 MiB = 1 << 20
 PAGE = MiB
