@@ -5,7 +5,7 @@
 set -eu
 
 # Build and library dependencies; each is named in docs/architecture.md with the reason for it.
-PKGS="gcc pkg-config meson ninja-build \
+PKGS="gcc libc6-dev pkg-config meson ninja-build \
 libyaml-dev liblmdb-dev libxxhash-dev libjson-c-dev \
 libcmocka-dev \
 python3"
