@@ -46,7 +46,8 @@ extern "C" {
     X(INTERRUPTED, -1011, "interrupted")                                              \
     X(NOT_FILE, -1012, "not a regular file")                                          \
     X(NOT_DIR, -1013, "not a directory")                                              \
-    X(READ_ONLY, -1014, "this store is read-only")
+    X(READ_ONLY, -1014, "this store is read-only")                                    \
+    X(FORMAT, -1015, "cache directory made by an incompatible version of sluice")
 
 enum {
 #define SL__E_ENUM(name, value, msg) SL_E_##name = (value),

@@ -31,6 +31,8 @@
  */
 #include <dirent.h>
 #include <fcntl.h>
+#include <sys/file.h>
+#include <sys/random.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -54,29 +56,30 @@ struct sl_page_rec {
 };
 
 struct sl_reservation {
-    int32_t pid;
-    uint32_t pad;
-    uint64_t start_time;
-    uint64_t seq; /* names the temp file */
+    uint64_t owner; /* the writer's owner id: its lock file is owners/<id> */
+    uint64_t seq;   /* names the temp file: tmp/<owner>.<seq> */
     uint64_t charge;
 };
 
 struct sl_disk {
-    char *dir, *pages_dir, *tmp_dir;
+    char *dir, *pages_dir, *tmp_dir, *owners_dir;
     struct sl_db *db;
     uint64_t capacity;
-    int pid;
-    uint64_t start_time;
+    uint64_t owner;  /* random, for the life of this instance */
+    int owner_fd;    /* owners/<owner>, flock'ed exclusively while we live */
     _Atomic uint64_t tmp_seq;
     _Atomic uint64_t write_backoff_until; /* mono ns; no inserts before it */
     struct sl_counters *ctr;
 };
 
-/* A transaction as the eviction backend's context. */
+/* A write transaction, as the eviction backend's context. Files of pages it removes are
+ * unlinked by dtx_commit() just before the commit, and not at all if it aborts: a transaction
+ * that fails half way must not leave index records whose files are gone. */
 struct dtx {
     struct sl_disk *d;
     MDB_txn *txn;
-    int err; /* first failure inside a backend call */
+    char **doomed; /* files to unlink at commit */
+    size_t ndoomed, cap;
     struct sl_evict_backend be;
 };
 
@@ -92,10 +95,57 @@ char *sl__disk_page_path(struct sl_disk *d, const uint8_t key[SL_PAGE_KEY_LEN])
     return sl__asprintf("%s/%.2s/%s", d->pages_dir, hex, hex);
 }
 
-static char *tmp_path(struct sl_disk *d, int pid, uint64_t start, uint64_t seq)
+static char *tmp_path(struct sl_disk *d, uint64_t owner, uint64_t seq)
 {
-    return sl__asprintf("%s/%d.%llu.%llu", d->tmp_dir, pid, (unsigned long long)start,
+    return sl__asprintf("%s/%016llx.%llu", d->tmp_dir, (unsigned long long)owner,
                         (unsigned long long)seq);
+}
+
+/* Is the instance that wrote `owner` still alive? Each instance holds an exclusive flock on
+ * owners/<id> for its whole life, and the kernel drops it when the process dies however it
+ * dies. A lock works across pid namespaces (containers sharing a cache directory), where pids
+ * and their start times would not. A dead owner's lock file is removed on the way. */
+static bool owner_alive(struct sl_disk *d, uint64_t owner)
+{
+    if (owner == d->owner) return true;
+    char *path = sl__asprintf("%s/%016llx", d->owners_dir, (unsigned long long)owner);
+    if (!path) return true; /* cannot tell: the safe answer */
+    bool alive = true;
+    int fd = open(path, O_RDWR | O_CLOEXEC);
+    if (fd < 0) {
+        alive = errno != ENOENT;
+    } else {
+        if (flock(fd, LOCK_EX | LOCK_NB) == 0) {
+            alive = false;
+            unlink(path);
+        } else {
+            alive = errno == EWOULDBLOCK;
+        }
+        close(fd);
+    }
+    free(path);
+    return alive;
+}
+
+static int owner_register(struct sl_disk *d)
+{
+    for (int tries = 0; tries < 8; tries++) {
+        if (getrandom(&d->owner, sizeof(d->owner), 0) != sizeof(d->owner)) return -EIO;
+        if (!d->owner) continue;
+        char *path = sl__asprintf("%s/%016llx", d->owners_dir, (unsigned long long)d->owner);
+        if (!path) return -ENOMEM;
+        int fd = open(path, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, 0644);
+        int rc = fd < 0 ? -errno : flock(fd, LOCK_EX | LOCK_NB) < 0 ? -errno : 0;
+        free(path);
+        if (rc == -EEXIST) continue;
+        if (rc < 0) {
+            if (fd >= 0) close(fd);
+            return rc;
+        }
+        d->owner_fd = fd;
+        return 0;
+    }
+    return -EEXIST;
 }
 
 static const char *qname(int q, const char *what, char *buf, size_t len)
@@ -304,7 +354,49 @@ static int dtx_begin(struct sl_disk *d, struct dtx *t)
     return sl__db_begin(d->db, true, &t->txn);
 }
 
-/* Removes a cached page: its record, its queue entry, its file, its bytes. */
+/* Marks a file to unlink at commit (takes path). */
+static int doom(struct dtx *t, char *path)
+{
+    if (!path) return -ENOMEM;
+    if (t->ndoomed == t->cap) {
+        size_t cap = t->cap ? 2 * t->cap : 16;
+        char **n = realloc(t->doomed, cap * sizeof(*n));
+        if (!n) {
+            free(path);
+            return -ENOMEM;
+        }
+        t->doomed = n;
+        t->cap = cap;
+    }
+    t->doomed[t->ndoomed++] = path;
+    return 0;
+}
+
+static void dtx_forget(struct dtx *t)
+{
+    for (size_t i = 0; i < t->ndoomed; i++) free(t->doomed[i]);
+    free(t->doomed);
+    t->doomed = NULL;
+    t->ndoomed = t->cap = 0;
+}
+
+static void dtx_abort(struct dtx *t)
+{
+    mdb_txn_abort(t->txn);
+    dtx_forget(t);
+}
+
+/* Unlinks the doomed files, then commits: the files are gone before the space they held is
+ * counted free, so the hard limit holds at every instant. A commit that fails after that leaves
+ * records without files, which readers treat as misses and drop. */
+static int dtx_commit(struct dtx *t)
+{
+    for (size_t i = 0; i < t->ndoomed; i++) unlink(t->doomed[i]);
+    dtx_forget(t);
+    return sl__db_commit(t->txn);
+}
+
+/* Removes a cached page: its record, its queue entry, its bytes; its file at commit. */
 static int remove_page(struct dtx *t, const uint8_t key[SL_PAGE_KEY_LEN],
                        const struct sl_page_rec *rec)
 {
@@ -315,18 +407,25 @@ static int remove_page(struct dtx *t, const uint8_t key[SL_PAGE_KEY_LEN],
     queue_account(t, rec->queue, -(int64_t)charge_of(rec->size), -1);
     sl__db_add_u64(t->d->db, t->txn, "bytes_cached", -(int64_t)charge_of(rec->size));
     sl__db_add_u64(t->d->db, t->txn, "pages_cached", -1);
-    char *path = sl__disk_page_path(t->d, key);
-    if (path) unlink(path);
-    free(path);
-    return 0;
+    return doom(t, sl__disk_page_path(t->d, key));
 }
 
-/* Evicts until `need` more bytes fit under the limit. */
+/* Evicts until `need` more bytes fit under the limit; SL_E_CACHE_FULL, evicting nothing, when
+ * even evicting every evictable page would not make room. */
 static int make_room(struct dtx *t, uint64_t need)
 {
+    struct sl_db *db = t->d->db;
+    uint64_t used = sl__db_get_u64(db, t->txn, "bytes_cached") +
+                    sl__db_get_u64(db, t->txn, "bytes_reserved");
+    if (used + need <= t->d->capacity) return 0;
+    char name[32];
+    uint64_t evictable = 0;
+    for (int q = SL_Q_LRU; q <= SL_Q_MAIN; q++)
+        evictable += sl__db_get_u64(db, t->txn, qname(q, "bytes", name, sizeof(name)));
+    if (used + need > t->d->capacity + evictable) return SL_E_CACHE_FULL;
     for (;;) {
-        uint64_t used = sl__db_get_u64(t->d->db, t->txn, "bytes_cached") +
-                        sl__db_get_u64(t->d->db, t->txn, "bytes_reserved");
+        used = sl__db_get_u64(db, t->txn, "bytes_cached") +
+               sl__db_get_u64(db, t->txn, "bytes_reserved");
         if (used + need <= t->d->capacity) return 0;
         struct sl_evict_entry e;
         struct sl_page_rec rec;
@@ -341,21 +440,31 @@ static int make_room(struct dtx *t, uint64_t need)
 
 /* Undoes the reservation of a process that is gone: its temp file, and the page file it may
  * have renamed into place before it died (never indexed, so nobody else's). */
-static void undo_reservation(struct dtx *t, const uint8_t key[SL_PAGE_KEY_LEN],
-                             const struct sl_reservation *r)
+static int undo_reservation(struct dtx *t, const uint8_t key[SL_PAGE_KEY_LEN],
+                            const struct sl_reservation *r)
 {
-    char *tmp = tmp_path(t->d, r->pid, r->start_time, r->seq);
-    if (tmp) unlink(tmp);
-    free(tmp);
+    int rc = doom(t, tmp_path(t->d, r->owner, r->seq));
     struct sl_page_rec rec;
-    if (get_rec(t, key, &rec) == -ENOENT) {
-        char *path = sl__disk_page_path(t->d, key);
-        if (path) unlink(path);
-        free(path);
-    }
+    if (rc == 0 && get_rec(t, key, &rec) == -ENOENT) rc = doom(t, sl__disk_page_path(t->d, key));
+    if (rc < 0) return rc;
     MDB_val k = {SL_PAGE_KEY_LEN, (void *)key};
     mdb_del(t->txn, t->d->db->dbi[SL_DB_RESERVE], &k, NULL);
-    sl__db_add_u64(t->d->db, t->txn, "bytes_reserved", -(int64_t)r->charge);
+    return sl__db_add_u64(t->d->db, t->txn, "bytes_reserved", -(int64_t)r->charge);
+}
+
+/* Removes files of dead owners from a folder whose names begin with a 16-hex owner id. */
+static void sweep_dead(struct sl_disk *d, const char *folder)
+{
+    DIR *dir = opendir(folder);
+    if (!dir) return;
+    struct dirent *de;
+    while ((de = readdir(dir))) {
+        char *end;
+        unsigned long long owner = strtoull(de->d_name, &end, 16);
+        if (end != de->d_name + 16 || (*end && *end != '.')) continue;
+        if (!owner_alive(d, owner)) unlinkat(dirfd(dir), de->d_name, 0);
+    }
+    closedir(dir);
 }
 
 static int recover(struct sl_disk *d)
@@ -381,7 +490,7 @@ static int recover(struct sl_disk *d)
             struct sl_reservation r;
             if (k.mv_size == SL_PAGE_KEY_LEN && v.mv_size == sizeof(r)) {
                 memcpy(&r, v.mv_data, sizeof(r));
-                if (!sl__proc_alive(r.pid, r.start_time)) {
+                if (!owner_alive(d, r.owner)) {
                     memcpy(dead[ndead].key, k.mv_data, SL_PAGE_KEY_LEN);
                     dead[ndead++].r = r;
                 }
@@ -389,40 +498,69 @@ static int recover(struct sl_disk *d)
             mrc = mdb_cursor_get(cur, &k, &v, MDB_NEXT);
         }
         mdb_cursor_close(cur);
-        for (size_t i = 0; i < ndead; i++) undo_reservation(&t, dead[i].key, &dead[i].r);
-    } while (ndead == SL_ARRAY_LEN(dead));
+        for (size_t i = 0; i < ndead && rc == 0; i++) rc = undo_reservation(&t, dead[i].key, &dead[i].r);
+    } while (rc == 0 && ndead == SL_ARRAY_LEN(dead));
+    if (rc < 0) goto out;
 
-    /* A smaller cache.size than last time takes effect now, not at the next insert. */
-    rc = make_room(&t, 0);
-    if (rc == SL_E_CACHE_FULL) rc = 0; /* pinned pages over the new limit stay until freed */
-    sl__db_put_u64(d->db, t.txn, "capacity_bytes", d->capacity);
+    /* The limit is not enforced here: every process opens the cache, some with another config
+     * (a `cache stats` run elsewhere must not evict a mount's cache down to its defaults). Each
+     * writer keeps the cache within its own cache.size when it writes. */
     if (!sl__db_get_u64(d->db, t.txn, "format"))
         sl__db_put_u64(d->db, t.txn, "format", FORMAT_VERSION);
     else if (sl__db_get_u64(d->db, t.txn, "format") != FORMAT_VERSION)
-        rc = sl__err(SL_E_CORRUPT, "cache %s: made by another version of sluice (format %llu)",
+        rc = sl__err(SL_E_FORMAT, "cache %s: made by another version of sluice (format %llu); "
+                                  "point cache.dir elsewhere or remove it",
                      d->dir, (unsigned long long)sl__db_get_u64(d->db, t.txn, "format"));
 out:
     if (rc < 0) {
-        mdb_txn_abort(t.txn);
+        dtx_abort(&t);
         return rc;
     }
-    rc = sl__db_commit(t.txn);
-    if (rc < 0) return rc;
+    if ((rc = dtx_commit(&t)) < 0) return rc;
 
-    /* Temp files of dead processes that never got as far as a reservation record. */
-    DIR *dir = opendir(d->tmp_dir);
-    if (dir) {
-        struct dirent *de;
-        while ((de = readdir(dir))) {
-            int pid;
-            unsigned long long start, seq;
-            if (sscanf(de->d_name, "%d.%llu.%llu", &pid, &start, &seq) == 3 &&
-                !sl__proc_alive(pid, start))
-                unlinkat(dirfd(dir), de->d_name, 0);
-        }
-        closedir(dir);
-    }
+    /* Temp files and lock files of dead owners that never got as far as a reservation. */
+    sweep_dead(d, d->tmp_dir);
+    sweep_dead(d, d->owners_dir);
     return 0;
+}
+
+/* Removes every file of the pages and tmp folders: after the index was lost they belong to no
+ * record, and would hold space the limit cannot see. */
+static void remove_all_pages(struct sl_disk *d)
+{
+    const char *folders[] = {d->tmp_dir, d->pages_dir};
+    for (int f = 0; f < 2; f++) {
+        for (int i = f == 0 ? 255 : 0; i < 256; i++) {
+            char *sub = f == 0 ? sl__strdup(folders[f])
+                               : sl__asprintf("%s/%02x", folders[f], i);
+            DIR *dir = sub ? opendir(sub) : NULL;
+            if (dir) {
+                struct dirent *de;
+                while ((de = readdir(dir)))
+                    if (de->d_name[0] != '.') unlinkat(dirfd(dir), de->d_name, 0);
+                closedir(dir);
+            }
+            free(sub);
+        }
+    }
+}
+
+/* Opens the index; a damaged one (after a power cut, say) is set aside and the cache starts
+ * empty, with a warning: a cache can always be filled again, a tool that refuses to start
+ * cannot be used. */
+static int open_index(struct sl_disk *d, const char *index)
+{
+    int rc = sl__db_open(index, &d->db);
+    if (rc != SL_E_CORRUPT) return rc;
+    char *aside = sl__asprintf("%s.damaged.%llu", index, (unsigned long long)sl__now_ns());
+    if (!aside) return -ENOMEM;
+    sl__warn("cache %s: the index is damaged; moved it to %s and starting with an empty cache",
+             d->dir, aside);
+    rc = rename(index, aside) < 0 ? -errno : 0;
+    free(aside);
+    if (rc < 0) return rc;
+    remove_all_pages(d);
+    return sl__db_open(index, &d->db);
 }
 
 int sl__disk_open(const char *dir, uint64_t capacity, struct sl_counters *ctr, struct sl_disk **out)
@@ -434,17 +572,18 @@ int sl__disk_open(const char *dir, uint64_t capacity, struct sl_counters *ctr, s
     if (!d) return -ENOMEM;
     d->capacity = capacity;
     d->ctr = ctr;
-    d->pid = (int)getpid();
-    d->start_time = sl__proc_start_time(d->pid);
+    d->owner_fd = -1;
     d->dir = sl__strdup(dir);
     d->pages_dir = sl__asprintf("%s/pages", dir);
     d->tmp_dir = sl__asprintf("%s/tmp", dir);
+    d->owners_dir = sl__asprintf("%s/owners", dir);
     index = sl__asprintf("%s/index", dir);
-    if (!d->dir || !d->pages_dir || !d->tmp_dir || !index) {
+    if (!d->dir || !d->pages_dir || !d->tmp_dir || !d->owners_dir || !index) {
         rc = -ENOMEM;
         goto fail;
     }
-    if ((rc = sl__mkdirs(d->tmp_dir, 0755)) < 0 || (rc = sl__mkdirs(d->pages_dir, 0755)) < 0)
+    if ((rc = sl__mkdirs(d->tmp_dir, 0755)) < 0 || (rc = sl__mkdirs(d->pages_dir, 0755)) < 0 ||
+        (rc = sl__mkdirs(d->owners_dir, 0755)) < 0)
         goto fail;
     /* The 256 fan-out folders exist up front, so a page write never has to make one. */
     for (int i = 0; i < 256; i++) {
@@ -459,22 +598,11 @@ int sl__disk_open(const char *dir, uint64_t capacity, struct sl_counters *ctr, s
         free(p);
         if (rc < 0) goto fail;
     }
-    /* Can we write here at all? Find out now, not at the first page. */
-    char *probe = tmp_path(d, d->pid, d->start_time, 0);
-    if (!probe) {
-        rc = -ENOMEM;
-        goto fail;
-    }
-    int fd = open(probe, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
-    if (fd < 0) rc = -errno;
-    else {
-        close(fd);
-        unlink(probe);
-    }
-    free(probe);
-    if (rc < 0) goto fail;
+    /* Registering as an owner also finds out, now and not at the first page, whether we can
+     * write here at all. */
+    if ((rc = owner_register(d)) < 0) goto fail;
     atomic_store(&d->tmp_seq, 1);
-    if ((rc = sl__db_open(index, &d->db)) < 0) goto fail;
+    if ((rc = open_index(d, index)) < 0) goto fail;
     if ((rc = recover(d)) < 0) goto fail;
     free(index);
     *out = d;
@@ -489,9 +617,16 @@ void sl__disk_close(struct sl_disk *d)
 {
     if (!d) return;
     sl__db_close(d->db);
+    if (d->owner_fd >= 0) {
+        char *path = sl__asprintf("%s/%016llx", d->owners_dir, (unsigned long long)d->owner);
+        if (path) unlink(path);
+        free(path);
+        close(d->owner_fd); /* the lock goes with it */
+    }
     free(d->dir);
     free(d->pages_dir);
     free(d->tmp_dir);
+    free(d->owners_dir);
     free(d);
 }
 
@@ -512,9 +647,9 @@ static void drop_if_same(struct sl_disk *d, const uint8_t key[SL_PAGE_KEY_LEN], 
     struct sl_page_rec rec;
     if (dtx_begin(d, &t) < 0) return;
     if (get_rec(&t, key, &rec) == 0 && rec.seq == seq && remove_page(&t, key, &rec) == 0)
-        sl__db_commit(t.txn);
+        dtx_commit(&t);
     else
-        mdb_txn_abort(t.txn);
+        dtx_abort(&t);
 }
 
 int sl__disk_read(struct sl_disk *d, const uint8_t key[SL_PAGE_KEY_LEN], void *buf, size_t len)
@@ -604,24 +739,23 @@ static int reserve(struct sl_disk *d, const uint8_t key[SL_PAGE_KEY_LEN], uint64
     if (mdb_get(t.txn, d->db->dbi[SL_DB_RESERVE], &k, &v) == 0 && v.mv_size == sizeof(struct sl_reservation)) {
         struct sl_reservation r;
         memcpy(&r, v.mv_data, sizeof(r));
-        if (sl__proc_alive(r.pid, r.start_time)) {
+        if (owner_alive(d, r.owner)) {
             rc = 1; /* someone is writing it now */
             goto out;
         }
-        undo_reservation(&t, key, &r);
+        if ((rc = undo_reservation(&t, key, &r)) < 0) goto out;
     }
     if ((rc = make_room(&t, charge)) < 0) goto out;
-    struct sl_reservation r = {.pid = d->pid, .start_time = d->start_time, .seq = seq,
-                               .charge = charge};
+    struct sl_reservation r = {.owner = d->owner, .seq = seq, .charge = charge};
     v = (MDB_val){sizeof(r), &r};
     if ((rc = sl__mdb_err(mdb_put(t.txn, d->db->dbi[SL_DB_RESERVE], &k, &v, 0))) < 0) goto out;
     sl__db_add_u64(d->db, t.txn, "bytes_reserved", (int64_t)charge);
 out:
     if (rc != 0) {
-        mdb_txn_abort(t.txn);
+        dtx_abort(&t);
         return rc;
     }
-    return sl__db_commit(t.txn);
+    return dtx_commit(&t);
 }
 
 /* Step 3: index the page (committed) or just give the reservation back (!commit). */
@@ -637,10 +771,17 @@ static int settle(struct sl_disk *d, const uint8_t key[SL_PAGE_KEY_LEN], enum sl
      * (processes in different pid namespaces cannot see each other), it returned the space. */
     MDB_val v;
     struct sl_reservation r;
-    if (mdb_get(t.txn, d->db->dbi[SL_DB_RESERVE], &k, &v) == 0 && v.mv_size == sizeof(r) &&
-        (memcpy(&r, v.mv_data, sizeof(r)), r.pid == d->pid && r.start_time == d->start_time)) {
+    bool ours = mdb_get(t.txn, d->db->dbi[SL_DB_RESERVE], &k, &v) == 0 &&
+                v.mv_size == sizeof(r) &&
+                (memcpy(&r, v.mv_data, sizeof(r)), r.owner == d->owner);
+    if (ours) {
         mdb_del(t.txn, d->db->dbi[SL_DB_RESERVE], &k, NULL);
         sl__db_add_u64(d->db, t.txn, "bytes_reserved", -(int64_t)charge);
+    } else if (commit) {
+        /* Our reservation was undone (we were taken for dead): the space was never ours to
+         * fill. Not indexing the page keeps the limit; the caller takes the file back. */
+        rc = SL_E_CACHE_FULL;
+        goto out;
     }
     if (commit) {
         struct sl_page_rec rec = {.size = (uint32_t)size, .checksum = checksum};
@@ -655,10 +796,10 @@ static int settle(struct sl_disk *d, const uint8_t key[SL_PAGE_KEY_LEN], enum sl
     }
 out:
     if (rc < 0) {
-        mdb_txn_abort(t.txn);
+        dtx_abort(&t);
         return rc;
     }
-    return sl__db_commit(t.txn);
+    return dtx_commit(&t);
 }
 
 int sl__disk_insert(struct sl_disk *d, const uint8_t key[SL_PAGE_KEY_LEN], enum sl_policy pol,
@@ -675,7 +816,7 @@ int sl__disk_insert(struct sl_disk *d, const uint8_t key[SL_PAGE_KEY_LEN], enum 
     if (rc == 1) return 0;
     if (rc < 0) return rc; /* SL_E_CACHE_FULL, or the index failed: nothing was written */
 
-    char *tmp = tmp_path(d, d->pid, d->start_time, seq), *path = sl__disk_page_path(d, key);
+    char *tmp = tmp_path(d, d->owner, seq), *path = sl__disk_page_path(d, key);
     if (!tmp || !path)
         rc = -ENOMEM;
     else if ((rc = write_file(tmp, data, len)) == 0 && rename(tmp, path) < 0) {
@@ -688,7 +829,7 @@ int sl__disk_insert(struct sl_disk *d, const uint8_t key[SL_PAGE_KEY_LEN], enum 
     free(tmp);
     free(path);
 
-    if (rc < 0 && rc != -ENOMEM) {
+    if (rc < 0 && rc != -ENOMEM && rc != SL_E_CACHE_FULL) {
         /* A full or failing disk: read through for a while instead of failing every page. */
         uint64_t until = sl__mono_ns() + WRITE_BACKOFF_NS;
         uint64_t prev = atomic_exchange(&d->write_backoff_until, until);
@@ -715,7 +856,7 @@ int sl__disk_apply(struct sl_disk *d, const uint64_t deltas[SL_CTR__COUNT],
         memcpy(e.key, hits[i], SL_PAGE_KEY_LEN);
         sl__evict_hit(&t.be, &e);
     }
-    return sl__db_commit(t.txn);
+    return dtx_commit(&t);
 }
 
 int sl__disk_free_prefix(struct sl_disk *d, const uint8_t *prefix, size_t len, uint64_t *freed)
@@ -727,7 +868,7 @@ int sl__disk_free_prefix(struct sl_disk *d, const uint8_t *prefix, size_t len, u
 
     if (rc < 0) return rc;
     if ((rc = sl__mdb_err(mdb_cursor_open(t.txn, d->db->dbi[SL_DB_PAGES], &cur))) < 0) {
-        mdb_txn_abort(t.txn);
+        dtx_abort(&t);
         return rc;
     }
     for (;;) {
@@ -744,10 +885,10 @@ int sl__disk_free_prefix(struct sl_disk *d, const uint8_t *prefix, size_t len, u
     }
     mdb_cursor_close(cur);
     if (rc < 0) {
-        mdb_txn_abort(t.txn);
+        dtx_abort(&t);
         return rc;
     }
-    if ((rc = sl__db_commit(t.txn)) < 0) return rc;
+    if ((rc = dtx_commit(&t)) < 0) return rc;
     if (freed) *freed = total;
     return 0;
 }

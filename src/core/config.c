@@ -435,7 +435,9 @@ static int load_file(const char *path, struct sl_config **out)
     size_t len = 0;
     int rc = 0;
 
-    if (!f) return sl__err(-errno, "config %s: %s", path, strerror(errno));
+    /* A config file that was named but cannot be read is a config error (exit 2), not a
+     * failure of the command. */
+    if (!f) return sl__err(SL_E_CONFIG, "config %s: %s", path, strerror(errno));
     text = malloc(CONFIG_MAX_BYTES + 1);
     if (!text) {
         fclose(f);

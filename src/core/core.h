@@ -65,11 +65,6 @@ int sl__path_normalize(const char *in, char **out);
 /* mkdir -p; 0 when it exists as a directory. */
 int sl__mkdirs(const char *path, unsigned mode);
 
-/* The start time of a process (clock ticks since boot, /proc/PID/stat field 22): with the pid it
- * names a process uniquely, where a pid alone can be reused. 0 when the process does not exist. */
-uint64_t sl__proc_start_time(int pid);
-bool sl__proc_alive(int pid, uint64_t start_time);
-
 /* A growable byte string, always NUL terminated. */
 struct sl_buf {
     char *data;

@@ -25,6 +25,20 @@ static const char *const db_names[SL_DB__COUNT] = {
     [SL_DB_DIRENT] = "dirent",
 };
 
+/* LMDB forbids opening one environment twice in a process: closing either copy would drop the
+ * process's locks on it while the other still uses it, and the next process would then take
+ * itself for the only user and reset the shared lock table. So every sl_open on one cache
+ * directory in a process shares one environment, counted; `registry_lock` guards the list. */
+struct env_entry {
+    struct env_entry *next;
+    dev_t dev;
+    ino_t ino;
+    unsigned refs;
+    struct sl_db *db;
+};
+static pthread_mutex_t registry_lock = PTHREAD_MUTEX_INITIALIZER;
+static struct env_entry *registry;
+
 /* Address space only: LMDB grows the file as pages are used. 32 GiB holds index entries for
  * about 100 million cached pages. */
 #define SL_DB_MAP_SIZE (32ULL << 30)
@@ -52,14 +66,63 @@ int sl__mdb_err(int rc)
     }
 }
 
+static int env_open(const char *dir, struct sl_db **out);
+
 int sl__db_open(const char *dir, struct sl_db **out)
+{
+    struct stat st;
+    int rc = sl__mkdirs(dir, 0755);
+    if (rc < 0) return rc;
+    if (stat(dir, &st) < 0) return -errno;
+
+    pthread_mutex_lock(&registry_lock);
+    struct env_entry *e = registry;
+    while (e && !(e->dev == st.st_dev && e->ino == st.st_ino)) e = e->next;
+    if (e) {
+        e->refs++;
+        *out = e->db;
+    } else if (!(e = calloc(1, sizeof(*e)))) {
+        rc = -ENOMEM;
+    } else if ((rc = env_open(dir, &e->db)) < 0) {
+        free(e);
+    } else {
+        *e = (struct env_entry){.next = registry, .dev = st.st_dev, .ino = st.st_ino, .refs = 1,
+                                .db = e->db};
+        registry = e;
+        *out = e->db;
+    }
+    pthread_mutex_unlock(&registry_lock);
+    return rc;
+}
+
+static void env_close(struct sl_db *db);
+
+void sl__db_close(struct sl_db *db)
+{
+    if (!db) return;
+    pthread_mutex_lock(&registry_lock);
+    for (struct env_entry **p = &registry; *p; p = &(*p)->next) {
+        if ((*p)->db != db) continue;
+        struct env_entry *e = *p;
+        if (--e->refs == 0) {
+            *p = e->next;
+            env_close(db);
+            free(e);
+        } else {
+            mdb_env_sync(db->env, 1);
+        }
+        break;
+    }
+    pthread_mutex_unlock(&registry_lock);
+}
+
+static int env_open(const char *dir, struct sl_db **out)
 {
     struct sl_db *db = calloc(1, sizeof(*db));
     MDB_txn *txn = NULL;
-    int rc;
+    int rc = 0;
 
     if (!db) return -ENOMEM;
-    if ((rc = sl__mkdirs(dir, 0755)) < 0) goto out;
     if ((rc = sl__mdb_err(mdb_env_create(&db->env))) < 0) goto out;
     mdb_env_set_maxdbs(db->env, SL_DB__COUNT + 1);
     mdb_env_set_maxreaders(db->env, 1022);
@@ -81,16 +144,15 @@ int sl__db_open(const char *dir, struct sl_db **out)
 out:
     if (txn) mdb_txn_abort(txn);
     if (rc < 0) {
-        sl__db_close(db);
+        env_close(db);
         return rc;
     }
     *out = db;
     return 0;
 }
 
-void sl__db_close(struct sl_db *db)
+static void env_close(struct sl_db *db)
 {
-    if (!db) return;
     if (db->env) {
         mdb_env_sync(db->env, 1);
         mdb_env_close(db->env);

@@ -2,7 +2,6 @@
  * util.c - small things every module needs: clocks, strings, hex, mkdir -p, process identity.
  */
 #include <fcntl.h>
-#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -113,35 +112,6 @@ int sl__mkdirs(const char *path, unsigned mode)
     }
     free(p);
     return rc;
-}
-
-uint64_t sl__proc_start_time(int pid)
-{
-    char path[64], buf[1024];
-    snprintf(path, sizeof(path), "/proc/%d/stat", pid);
-    int fd = open(path, O_RDONLY | O_CLOEXEC);
-    if (fd < 0) return 0;
-    ssize_t n = read(fd, buf, sizeof(buf) - 1);
-    close(fd);
-    if (n <= 0) return 0;
-    buf[n] = '\0';
-    /* The command name (field 2) may hold spaces and parentheses: count from the last ')'. */
-    char *p = strrchr(buf, ')');
-    if (!p) return 0;
-    p++;
-    for (int field = 3; field < 22 && p; field++) {
-        p = strchr(p + 1, ' ');
-    }
-    return p ? strtoull(p + 1, NULL, 10) : 0;
-}
-
-bool sl__proc_alive(int pid, uint64_t start_time)
-{
-    if (pid <= 0) return false;
-    if (kill(pid, 0) < 0 && errno == ESRCH) return false;
-    uint64_t now = sl__proc_start_time(pid);
-    /* Without /proc we cannot tell a reused pid apart: assume alive, the safe side. */
-    return now == 0 || now == start_time;
 }
 
 int sl__buf_append(struct sl_buf *b, const void *data, size_t len)

@@ -48,7 +48,7 @@ class BadInputTest(SluiceCase):
             self.assertErrorNames(r, f"c{i}.yaml:{where}", what)
 
     def test_missing_config_file(self):
-        r = self.sluice("ls", "/", config=os.path.join(self.tmp, "none.yaml"), expect=1)
+        r = self.sluice("ls", "/", config=os.path.join(self.tmp, "none.yaml"), expect=2)
         self.assertErrorNames(r, "none.yaml", "No such file")
 
     def test_unknown_mount(self):

@@ -43,15 +43,36 @@ class LimitTest(SluiceCase):
         self.assertEqual(sum(b for _, b in self.page_files()), s["bytes_cached"],
                          "every byte on disk is accounted for")
 
-    def test_smaller_limit_applies_at_next_open(self):
+    def test_smaller_limit_applies_at_next_write(self):
         for i in range(8):
             self.make_file(f"{i}.bin", 4 * MiB)
         self.sluice("load", "-r", "/data")
+        self.make_file("new.bin", PAGE)
         self.assertEqual(self.stats()["bytes_cached"], 32 * MiB)
+        # A process with another config only looking (cache stats) shrinks nothing...
         self.config = self.write_config(size="8MiB")
+        self.assertEqual(self.stats()["bytes_cached"], 32 * MiB)
+        # ...the next one that writes a page keeps the cache within its own limit.
+        self.cat("/data/new.bin")
         s = self.stats()
         self.assertLessEqual(s["bytes_cached"], 8 * MiB)
         self.assertLessEqual(self.disk_usage(), 8 * MiB)
+
+    def test_damaged_index_is_set_aside(self):
+        data = self.make_file("d.bin", 3 * PAGE)
+        self.cat("/data/d.bin")
+        index = os.path.join(self.cache, "index", "data.mdb")
+        size = os.path.getsize(index)
+        with open(index, "r+b") as f:
+            f.write(os.urandom(size))  # both meta pages and the tree: garbage
+        r = self.sluice("cat", "/data/d.bin")
+        self.assertEqual(r.stdout, data)
+        self.assertIn(b"index is damaged", r.stderr)
+        # An empty, working cache: no page files from before, the next read fills it again.
+        s = self.stats()
+        self.assertEqual(len(self.page_files()), s["pages_cached"])
+        self.assertEqual(self.cat("/data/d.bin"), data)
+        self.assertEqual(self.stats()["misses"], s["misses"], "served from the rebuilt cache")
 
     def test_flipped_byte_is_detected_and_refetched(self):
         data = self.make_file("c.bin", 3 * PAGE)

@@ -333,9 +333,10 @@ static void load_from_file(void **state)
 
     struct sl_config *cfg = NULL;
     int rc = sl__config_load(missing, &cfg);
-    assert_int_equal(rc, -ENOENT);
+    assert_int_equal(rc, SL_E_CONFIG); /* a config error: exit 2 */
     assert_null(cfg);
     assert_non_null(strstr(sl_errmsg(rc), missing));
+    assert_non_null(strstr(sl_errmsg(rc), "No such file or directory"));
 
     /* A file found: relative paths are relative to its folder, errors name it. */
     assert_int_equal(mkdir(dir, 0755), 0);

@@ -5,6 +5,9 @@
  */
 #include "unit.h"
 
+#include <fcntl.h>
+#include <sys/file.h>
+
 #include <dirent.h>
 #include <fcntl.h>
 #include <ftw.h>
@@ -178,16 +181,16 @@ static uint64_t tree_bytes(const char *dir, const char *sub, uint64_t *files)
 }
 
 /* Files in <dir>/tmp whose name starts with "<pid>.". */
-static int tmp_files_of(const char *dir, int pid)
+/* Temp files in the cache (every owner's). */
+static int tmp_files(const char *dir)
 {
-    char *p = sl__asprintf("%s/tmp", dir), prefix[32];
-    snprintf(prefix, sizeof(prefix), "%d.", pid);
+    char *p = sl__asprintf("%s/tmp", dir);
     DIR *dh = opendir(p);
     assert_non_null(dh);
     int n = 0;
     struct dirent *de;
     while ((de = readdir(dh)))
-        if (strncmp(de->d_name, prefix, strlen(prefix)) == 0) n++;
+        if (de->d_name[0] != '.') n++;
     closedir(dh);
     free(p);
     return n;
@@ -228,7 +231,7 @@ static void bytes_round_trip(void **state)
     assert_int_equal(stats(d).bytes_cached, charge);
 
     /* Reads do not disturb other pages, and no temp file stays behind. */
-    assert_int_equal(tmp_files_of(f->dir, (int)getpid()), 0);
+    assert_int_equal(tmp_files(f->dir), 0);
     assert_int_equal(f->ctr.v[SL_CTR_EVICTIONS], 0);
     assert_int_equal(f->ctr.v[SL_CTR_CHECKSUM_FAILURES], 0);
 }
@@ -303,6 +306,65 @@ static void epoch_pages_fill_then_are_skipped(void **state)
     assert_int_equal(insert(d, 2, 0, MiB, SL_POLICY_LRU), SL_E_CACHE_FULL);
     assert_false(contains(d, 2, 0));
     assert_int_equal(stats(d).bytes_cached, 8 * MiB);
+}
+
+/* A page that cannot fit even after evicting everything evictable is refused up front, and
+ * nothing is evicted for it: a refused reservation must not delete other pages' files. */
+static void refused_reservation_evicts_nothing(void **state)
+{
+    struct fx *f = *state;
+    struct sl_disk *d = disk_open(f, 8 * MiB);
+    for (uint64_t i = 0; i < 6; i++) assert_int_equal(insert(d, 1, i, MiB, SL_POLICY_EPOCH), 0);
+    for (uint64_t i = 0; i < 2; i++) assert_int_equal(insert(d, 2, i, MiB, SL_POLICY_LRU), 0);
+    /* 6 pinned + 2 evictable: a 3 MiB page cannot fit. */
+    assert_int_equal(insert(d, 3, 0, 3 * MiB, SL_POLICY_LRU), SL_E_CACHE_FULL);
+    assert_int_equal(f->ctr.v[SL_CTR_EVICTIONS], 0);
+    for (uint64_t i = 0; i < 2; i++) assert_int_equal(read_back(d, 2, i, MiB), 0);
+    for (uint64_t i = 0; i < 6; i++) assert_int_equal(read_back(d, 1, i, MiB), 0);
+    assert_int_equal(stats(d).pages_cached, 8);
+    assert_int_equal(tree_bytes(f->dir, "pages", NULL), 8 * MiB);
+    /* A 2 MiB page can: both LRU pages go. */
+    assert_int_equal(insert(d, 3, 0, 2 * MiB, SL_POLICY_LRU), 0);
+    assert_int_equal(f->ctr.v[SL_CTR_EVICTIONS], 2);
+    assert_int_equal(read_back(d, 3, 0, 2 * MiB), 0);
+}
+
+/* Two instances on one cache directory in one process (two sl_open calls) share one LMDB
+ * environment: closing one leaves the other working, and a second process still sees a
+ * consistent cache. */
+static void two_instances_in_one_process(void **state)
+{
+    struct fx *f = *state;
+    struct sl_counters ctr2 = {0};
+    struct sl_disk *a = disk_open(f, 16 * MiB), *b;
+    assert_int_equal(sl__disk_open(f->dir, 16 * MiB, &ctr2, &b), 0);
+    assert_ptr_equal(sl__disk_db(a), sl__disk_db(b));
+    for (uint64_t i = 0; i < 4; i++) {
+        assert_int_equal(insert(a, 1, i, MiB, SL_POLICY_LRU), 0);
+        assert_int_equal(insert(b, 2, i, MiB, SL_POLICY_LRU), 0);
+    }
+    assert_int_equal(read_back(b, 1, 3, MiB), 0);
+    disk_close(f); /* a */
+    assert_int_equal(read_back(b, 1, 0, MiB), 0);
+    assert_int_equal(insert(b, 3, 0, MiB, SL_POLICY_LRU), 0);
+    assert_int_equal(stats(b).pages_cached, 9);
+
+    pid_t pid = fork();
+    assert_true(pid >= 0);
+    if (pid == 0) {
+        /* Its own environment (opened after the fork): it sees the same pages. */
+        struct sl_counters c = {0};
+        struct sl_disk *d;
+        uint8_t key[SL_PAGE_KEY_LEN];
+        uint8_t *buf = malloc(MiB);
+        page_key(key, 3, 0);
+        int ok = sl__disk_open(f->dir, 16 * MiB, &c, &d) == 0 && sl__disk_read(d, key, buf, MiB) == 0;
+        _exit(ok ? 0 : 1);
+    }
+    int status;
+    assert_int_equal(waitpid(pid, &status, 0), pid);
+    assert_true(WIFEXITED(status) && WEXITSTATUS(status) == 0);
+    sl__disk_close(b);
 }
 
 /* ---- damaged and lost pages ----------------------------------------------------------------- */
@@ -395,20 +457,27 @@ static void reopen_keeps_pages_and_smaller_capacity_evicts(void **state)
     assert_int_equal(sl__disk_apply(d, deltas, (const uint8_t(*)[SL_PAGE_KEY_LEN])hit, 1), 0);
     disk_close(f);
 
-    /* Smaller: evicted down to it at open, least recently used first. */
+    /* Smaller: opening evicts nothing (a process with another config, say `cache stats` run
+     * elsewhere, must not shrink a shared cache to its own limit)... */
     memset(&f->ctr, 0, sizeof(f->ctr));
     d = disk_open(f, 4 * MiB);
     s = stats(d);
     assert_int_equal(s.capacity_bytes, 4 * MiB);
+    assert_int_equal(s.pages_cached, 10);
+    assert_int_equal(f->ctr.v[SL_CTR_EVICTIONS], 0);
+    /* ...its first write evicts down to its limit, least recently used first. */
+    assert_int_equal(insert(d, 2, 0, MiB, SL_POLICY_LRU), 0);
+    s = stats(d);
     assert_int_equal(s.pages_cached, 4);
     assert_int_equal(s.bytes_cached, 4 * MiB);
     assert_int_equal(s.hits, 1);
     assert_true(tree_bytes(f->dir, "pages", NULL) <= 4 * MiB);
-    assert_int_equal(f->ctr.v[SL_CTR_EVICTIONS], 6);
-    static const uint64_t kept[] = {0, 7, 8, 9};
+    assert_int_equal(f->ctr.v[SL_CTR_EVICTIONS], 7);
+    assert_int_equal(read_back(d, 2, 0, MiB), 0);
+    static const uint64_t kept[] = {0, 8, 9};
     for (size_t i = 0; i < SL_ARRAY_LEN(kept); i++)
         assert_int_equal(read_back(d, 1, kept[i], MiB), 0);
-    for (uint64_t i = 1; i < 7; i++) assert_false(contains(d, 1, i));
+    for (uint64_t i = 1; i < 8; i++) assert_false(contains(d, 1, i));
     disk_close(f);
 
     /* Larger again: nothing comes back, nothing more goes. */
@@ -421,18 +490,16 @@ static void reopen_keeps_pages_and_smaller_capacity_evicts(void **state)
 /* Layout of a reservation record (disk.c's struct sl_reservation), to stage what a process killed
  * between its rename and its commit leaves behind. */
 struct reservation {
-    int32_t pid;
-    uint32_t pad;
-    uint64_t start_time;
+    uint64_t owner;
     uint64_t seq;
     uint64_t charge;
 };
 
-static void put_reservation(struct sl_disk *d, const uint8_t key[SL_PAGE_KEY_LEN], int pid,
-                            uint64_t start, uint64_t seq, uint64_t charge)
+static void put_reservation(struct sl_disk *d, const uint8_t key[SL_PAGE_KEY_LEN], uint64_t owner,
+                            uint64_t seq, uint64_t charge)
 {
     struct sl_db *db = sl__disk_db(d);
-    struct reservation r = {.pid = pid, .start_time = start, .seq = seq, .charge = charge};
+    struct reservation r = {.owner = owner, .seq = seq, .charge = charge};
     MDB_txn *txn;
     MDB_val k = {SL_PAGE_KEY_LEN, (void *)key}, v = {sizeof(r), &r};
     assert_int_equal(sl__db_begin(db, true, &txn), 0);
@@ -441,18 +508,26 @@ static void put_reservation(struct sl_disk *d, const uint8_t key[SL_PAGE_KEY_LEN
     assert_int_equal(sl__db_commit(txn), 0);
 }
 
-/* A child that waits to be killed; *start gets its process start time. */
-static pid_t sleeper(struct fx *f, uint64_t *start)
+/* A child that is the live owner `owner` of the cache (it holds owners/<owner> locked, as a
+ * sluice process does) until it is killed. */
+static pid_t sleeper(struct fx *f, uint64_t owner)
 {
+    int ready[2];
+    assert_int_equal(pipe(ready), 0);
     pid_t pid = fork();
     assert_true(pid >= 0);
     if (pid == 0) {
+        char *path = sl__asprintf("%s/owners/%016llx", f->dir, (unsigned long long)owner);
+        int fd = open(path, O_RDWR | O_CREAT, 0644);
+        if (fd < 0 || flock(fd, LOCK_EX) < 0) _exit(2);
+        if (write(ready[1], "x", 1) != 1) _exit(3);
         for (;;) pause();
     }
+    char c;
+    assert_int_equal(read(ready[0], &c, 1), 1);
+    close(ready[0]);
+    close(ready[1]);
     f->kids[f->nkids++] = pid;
-    /* /proc/<pid>/stat is there as soon as fork returns. */
-    *start = sl__proc_start_time(pid);
-    assert_true(*start != 0);
     return pid;
 }
 
@@ -497,11 +572,11 @@ static void killed_writer_is_cleaned_up(void **state)
     assert_true(WIFSIGNALED(status));
     assert_int_equal(WTERMSIG(status), SIGXFSZ);
     /* It left a partial temp file (and a reservation of 4 MiB) behind. */
-    assert_int_equal(tmp_files_of(f->dir, pid), 1);
+    assert_int_equal(tmp_files(f->dir), 1);
 
     struct sl_disk *d = disk_open(f, cap);
     assert_int_equal(state_u64(d, "bytes_reserved"), 0);
-    assert_int_equal(tmp_files_of(f->dir, pid), 0);
+    assert_int_equal(tmp_files(f->dir), 0);
     char *p = page_path(d, 1, 0);
     assert_false(exists(p));
     free(p);
@@ -520,27 +595,26 @@ static void dead_reservations_undone_live_ones_kept(void **state)
 {
     struct fx *f = *state;
     const uint64_t cap = 8 * MiB;
-    uint64_t dead_start, live_start;
-    pid_t dead = sleeper(f, &dead_start);
-    pid_t live = sleeper(f, &live_start);
-    uint64_t my_start = sl__proc_start_time((int)getpid());
+    const uint64_t dead_owner = 0x1111111111111111ULL, live_owner = 0x2222222222222222ULL;
+    char *owners = sl__asprintf("%s/owners", f->dir);
+    assert_int_equal(sl__mkdirs(owners, 0755), 0);
+    free(owners);
+    pid_t dead = sleeper(f, dead_owner);
+    pid_t live = sleeper(f, live_owner);
 
     struct sl_disk *d = disk_open(f, cap);
     uint8_t kdead[SL_PAGE_KEY_LEN], klive[SL_PAGE_KEY_LEN];
     page_key(kdead, 1, 0);
     page_key(klive, 1, 1);
     char *pdead = page_path(d, 1, 0), *plive = page_path(d, 1, 1);
-    char *tdead = sl__asprintf("%s/tmp/%d.%llu.7", f->dir, (int)dead,
-                               (unsigned long long)dead_start);
-    char *tlive = sl__asprintf("%s/tmp/%d.%llu.8", f->dir, (int)live,
-                               (unsigned long long)live_start);
-    /* Temp files of processes that never got as far as a reservation. */
-    char *torphan = sl__asprintf("%s/tmp/%d.%llu.9", f->dir, (int)dead,
-                                 (unsigned long long)dead_start);
-    char *tmine = sl__asprintf("%s/tmp/%d.%llu.999", f->dir, (int)getpid(),
-                               (unsigned long long)my_start);
-    put_reservation(d, kdead, dead, dead_start, 7, MiB);
-    put_reservation(d, klive, live, live_start, 8, 2 * MiB);
+    char *tdead = sl__asprintf("%s/tmp/%016llx.7", f->dir, (unsigned long long)dead_owner);
+    char *tlive = sl__asprintf("%s/tmp/%016llx.8", f->dir, (unsigned long long)live_owner);
+    /* A temp file of an owner that never got as far as a reservation. */
+    char *torphan = sl__asprintf("%s/tmp/%016llx.9", f->dir, (unsigned long long)dead_owner);
+    /* The live owner's temp file without a reservation (it is writing it): kept. */
+    char *tmine = sl__asprintf("%s/tmp/%016llx.999", f->dir, (unsigned long long)live_owner);
+    put_reservation(d, kdead, dead_owner, 7, MiB);
+    put_reservation(d, klive, live_owner, 8, 2 * MiB);
     touch(pdead, MiB); /* renamed into place, not indexed */
     touch(tdead, 1000);
     touch(plive, 2 * MiB);
@@ -581,7 +655,7 @@ static void dead_reservations_undone_live_ones_kept(void **state)
     assert_int_equal(state_u64(d, "bytes_reserved"), 0);
     assert_false(exists(plive));
     assert_false(exists(tlive));
-    assert_true(exists(tmine)); /* still ours, and we are alive */
+    assert_false(exists(tmine)); /* its owner is gone too */
     assert_int_equal(insert(d, 1, 1, 2 * MiB, SL_POLICY_LRU), 0);
     assert_int_equal(read_back(d, 1, 1, 2 * MiB), 0);
     assert_true(tree_bytes(f->dir, "pages", NULL) <= cap);
@@ -780,6 +854,8 @@ int main(void)
         CASE(page_larger_than_tier_is_skipped),
         CASE(hard_limit_never_exceeded),
         CASE(epoch_pages_fill_then_are_skipped),
+        CASE(refused_reservation_evicts_nothing),
+        CASE(two_instances_in_one_process),
         CASE(flipped_byte_is_detected_and_dropped),
         CASE(file_deleted_behind_the_index_is_a_miss),
         CASE(reopen_keeps_pages_and_smaller_capacity_evicts),
