@@ -23,6 +23,7 @@
 
 struct ra_task {
     struct sl_file *f;
+    struct sl_pin *pin;
     uint64_t index;
 };
 
@@ -31,26 +32,52 @@ void sl__file_ref(struct sl_file *f)
     atomic_fetch_add(&f->refs, 1);
 }
 
+void sl__pin_ref(struct sl_pin *p)
+{
+    atomic_fetch_add(&p->refs, 1);
+}
+
+void sl__pin_put(struct sl_pin *p)
+{
+    if (p && atomic_fetch_sub(&p->refs, 1) == 1) free(p);
+}
+
+struct sl_pin *sl__file_pin(struct sl_file *f)
+{
+    pthread_mutex_lock(&f->lock);
+    struct sl_pin *p = f->pin;
+    sl__pin_ref(p);
+    pthread_mutex_unlock(&f->lock);
+    return p;
+}
+
 void sl__file_unref(struct sl_file *f)
 {
     if (!f || atomic_fetch_sub(&f->refs, 1) != 1) return;
+    sl__pin_put(f->pin);
     sl__resolved_free(&f->res);
     sl__group_destroy(&f->ra);
     pthread_mutex_destroy(&f->lock);
     free(f);
 }
 
-static void pin(struct sl_file *f)
+/* A new pin of f's object at the version st describes (one reference, the caller's). */
+static struct sl_pin *make_pin(struct sl_file *f, const sl_stat_t *st)
 {
+    struct sl_pin *p = calloc(1, sizeof(*p));
+    if (!p) return NULL;
     struct sl_mount *m = f->res.mount;
-    f->obj = (struct sl_object){
+    atomic_init(&p->refs, 1);
+    p->st = *st;
+    p->obj = (struct sl_object){
         .ufs = m->ufs,
         .rel = f->res.rel,
-        .version = f->st.version,
-        .size = f->st.size,
+        .version = p->st.version,
+        .size = p->st.size,
         .policy = m->policy,
     };
-    sl__object_ids(&f->obj, f->res.object_id, sl__cache_page_size(f->sl->cache));
+    sl__object_ids(&p->obj, f->res.object_id, sl__cache_page_size(f->sl->cache));
+    return p;
 }
 
 int sl__file_open(struct sl *sl, const char *path, struct sl_file **out)
@@ -73,7 +100,10 @@ int sl__file_open(struct sl *sl, const char *path, struct sl_file **out)
         rc = sl__err(-EISDIR, "%s: Is a directory", f->res.path);
         goto fail;
     }
-    pin(f);
+    if (!(f->pin = make_pin(f, &f->st))) {
+        rc = -ENOMEM;
+        goto fail;
+    }
     *out = f;
     return 0;
 fail:
@@ -96,27 +126,44 @@ int sl__path_stat(struct sl *sl, const char *path, sl_stat_t *st)
     return rc;
 }
 
-/* The object changed under us before we returned a byte: pin its new version. */
-static int repin(struct sl_file *f)
+/* The object changed under `old` before any byte was returned: pin the version the store has
+ * now, if this read is the handle's only one (another read in flight may be copying bytes of
+ * `old`, and one handle must never return bytes of two versions). On success *out is the new
+ * pin, with a reference for the caller. */
+static int repin(struct sl_file *f, struct sl_pin *old, struct sl_pin **out)
 {
-    sl__group_wait(&f->ra); /* read-ahead tasks use obj */
+    sl_stat_t st;
     sl__md_invalidate(&f->sl->md, &f->res);
+    int rc = sl__md_stat(&f->sl->md, &f->res, &st);
+    if (rc == 0 && st.type == SL_TYPE_DIR) rc = -EISDIR;
+    struct sl_pin *p = rc == 0 ? make_pin(f, &st) : NULL;
+    if (rc == 0 && !p) rc = -ENOMEM;
+    if (rc < 0) return rc;
+
     pthread_mutex_lock(&f->lock);
-    int rc = sl__md_stat(&f->sl->md, &f->res, &f->st);
-    if (rc == 0 && f->st.type == SL_TYPE_DIR) rc = -EISDIR;
-    if (rc == 0) pin(f);
+    if (f->served || f->active > 1 || f->pin != old) {
+        pthread_mutex_unlock(&f->lock);
+        sl__pin_put(p);
+        return SL_E_CHANGED;
+    }
+    f->pin = p; /* the file's reference moves to the new pin */
+    f->st = st;
     f->ra_next = 0;
     f->window = 0;
+    sl__pin_ref(p);
     pthread_mutex_unlock(&f->lock);
-    return rc;
+    sl__pin_put(old); /* the file's old reference */
+    *out = p;
+    return 0;
 }
 
 static int ra_run(void *arg)
 {
     struct ra_task *t = arg;
     struct sl_page_ref ref;
-    if (sl__cache_get(t->f->sl->cache, &t->f->obj, t->index, SL_GET_PREFETCH, &ref) == 0)
+    if (sl__cache_get(t->f->sl->cache, &t->pin->obj, t->index, SL_GET_PREFETCH, &ref) == 0)
         sl__cache_release(t->f->sl->cache, &ref);
+    sl__pin_put(t->pin);
     sl__file_unref(t->f);
     free(t);
     return 0; /* a failed read-ahead is retried, and reported, by the reader */
@@ -129,12 +176,12 @@ static unsigned window_max(struct sl_file *f)
     return (unsigned)SL_MIN((uint64_t)RA_MAX_PAGES, by_memory);
 }
 
-/* Updates the pattern detector with a read of [off, end) and asks for pages ahead.
- * Returns true if the read is part of a sequential stream. */
-static bool read_ahead(struct sl_file *f, uint64_t off, uint64_t end)
+/* Updates the pattern detector with a read of [off, end) of pin's version and asks for pages
+ * ahead. Returns true if the read is part of a sequential stream. */
+static bool read_ahead(struct sl_file *f, struct sl_pin *pin, uint64_t off, uint64_t end)
 {
     uint64_t ps = sl__cache_page_size(f->sl->cache);
-    uint64_t npages = (f->obj.size + ps - 1) / ps;
+    uint64_t npages = pin->obj.size / ps + (pin->obj.size % ps != 0);
     uint64_t last = (end - 1) / ps;
 
     pthread_mutex_lock(&f->lock);
@@ -143,7 +190,8 @@ static bool read_ahead(struct sl_file *f, uint64_t off, uint64_t end)
     if (f->advice == SL_ADVISE_SEQUENTIAL) {
         sequential = true;
         f->window = window_max(f) / 2; /* doubled to the full window below */
-        npages = SL_MIN(npages, (f->advice_end + ps - 1) / ps);
+        uint64_t advised = f->advice_end / ps + (f->advice_end % ps != 0); /* no overflow */
+        npages = SL_MIN(npages, advised);
     }
     if (!sequential || f->advice == SL_ADVISE_RANDOM) {
         f->window = 0;
@@ -159,10 +207,11 @@ static bool read_ahead(struct sl_file *f, uint64_t off, uint64_t end)
     while (f->ra_next < until) {
         struct ra_task *t = malloc(sizeof(*t));
         if (!t) break;
-        t->f = f;
-        t->index = f->ra_next;
+        *t = (struct ra_task){.f = f, .pin = pin, .index = f->ra_next};
         sl__file_ref(f);
+        sl__pin_ref(pin);
         if (sl__pool_submit(sl->pool, &f->ra, ra_run, t) < 0) {
+            sl__pin_put(pin);
             sl__file_unref(f);
             free(t);
             break;
@@ -173,14 +222,15 @@ static bool read_ahead(struct sl_file *f, uint64_t off, uint64_t end)
     return true;
 }
 
-static int read_pages(struct sl_file *f, void *buf, uint64_t off, uint64_t end, bool stream)
+static int read_pages(struct sl_file *f, struct sl_pin *pin, void *buf, uint64_t off,
+                      uint64_t end, bool stream)
 {
     uint64_t ps = sl__cache_page_size(f->sl->cache);
     char *out = buf;
 
     for (uint64_t idx = off / ps; idx * ps < end; idx++) {
         struct sl_page_ref ref;
-        int rc = sl__cache_get(f->sl->cache, &f->obj, idx, stream ? SL_GET_NO_RAM : 0, &ref);
+        int rc = sl__cache_get(f->sl->cache, &pin->obj, idx, stream ? SL_GET_NO_RAM : 0, &ref);
         if (rc < 0) return rc;
         uint64_t pstart = idx * ps;
         uint64_t from = SL_MAX(off, pstart), to = SL_MIN(end, pstart + ref.len);
@@ -193,29 +243,48 @@ static int read_pages(struct sl_file *f, void *buf, uint64_t off, uint64_t end, 
 
 int sl_file_pread(sl_file_t *f, void *buf, size_t len, uint64_t off, size_t *nread)
 {
-    int rc;
+    int rc = 0;
+    uint64_t end = 0;
 
     sl__err_clear();
     *nread = 0;
-    if (off >= f->obj.size || len == 0) return 0;
-    uint64_t end = SL_MIN(f->obj.size, off + len);
-    bool stream = read_ahead(f, off, end);
+    pthread_mutex_lock(&f->lock);
+    f->active++;
+    struct sl_pin *p = f->pin;
+    sl__pin_ref(p);
+    pthread_mutex_unlock(&f->lock);
 
-    rc = read_pages(f, buf, off, end, stream);
-    if (rc == SL_E_CHANGED && !f->served) {
-        if ((rc = repin(f)) < 0) return sl__err_ctx(rc, f->res.path);
-        if (off >= f->obj.size) return 0;
-        end = SL_MIN(f->obj.size, off + len);
-        rc = read_pages(f, buf, off, end, stream);
+    if (off < p->obj.size && len > 0) {
+        end = len > p->obj.size - off ? p->obj.size : off + len;
+        bool stream = read_ahead(f, p, off, end);
+        rc = read_pages(f, p, buf, off, end, stream);
+        if (rc == SL_E_CHANGED) {
+            struct sl_pin *np;
+            int again = repin(f, p, &np);
+            if (again == 0) {
+                sl__pin_put(p);
+                p = np;
+                end = off >= p->obj.size ? off
+                      : len > p->obj.size - off ? p->obj.size : off + len;
+                rc = end > off ? read_pages(f, p, buf, off, end, stream) : 0;
+            } else if (again != SL_E_CHANGED) {
+                rc = again;
+            }
+        }
     }
+
+    pthread_mutex_lock(&f->lock);
+    f->active--;
+    if (rc == 0 && end > off) f->served = true;
+    pthread_mutex_unlock(&f->lock);
+    sl__pin_put(p);
     if (rc < 0) {
         if (rc == SL_E_CHANGED)
             return sl__err(rc, "%s: changed in the store while it was read; read it again for "
                                "the new version", f->res.path);
         return sl__err_ctx(rc, f->res.path);
     }
-    f->served = true;
-    *nread = (size_t)(end - off);
+    *nread = end > off ? (size_t)(end - off) : 0;
     return 0;
 }
 

@@ -22,24 +22,39 @@ struct sl {
 
 #define SL_POOL_THREADS 4
 
+/* One version of an object, as a handle reads it. Immutable once made: a re-pin makes a new one,
+ * and reads and read-ahead tasks that took this one keep using it until they drop their
+ * reference. So a page key and the bytes fetched under it always come from the same version. */
+struct sl_pin {
+    _Atomic int refs;
+    sl_stat_t st;
+    struct sl_object obj; /* obj.version points into st; obj.rel into the file's resolution */
+};
+
 /* An open file. The handle and every read-ahead or warm-up task using it hold a reference; the
- * last one frees it. */
+ * last one frees it. `lock` guards everything below it. */
 struct sl_file {
     struct sl *sl;
     struct sl_resolved res;
-    sl_stat_t st;
-    struct sl_object obj;
+    sl_stat_t st; /* what sl_file_stat() shows: the pin's metadata */
     _Atomic int refs;
 
-    pthread_mutex_t lock; /* guards the read-ahead state below */
-    uint64_t next_off;    /* where a sequential reader reads next */
-    uint64_t ra_next;     /* first page not yet asked for ahead of the reader */
-    unsigned window;      /* read-ahead, in pages; 0 while the access is random */
+    pthread_mutex_t lock;
+    struct sl_pin *pin;  /* the version reads use now (the file holds a reference) */
+    unsigned active;     /* reads in flight */
+    bool served;         /* bytes were returned: the pinned version can no longer change */
+    uint64_t next_off;   /* where a sequential reader reads next */
+    uint64_t ra_next;    /* first page not yet asked for ahead of the reader */
+    unsigned window;     /* read-ahead, in pages; 0 while the access is random */
     enum sl_advice advice;
-    uint64_t advice_end;  /* SEQUENTIAL: read-ahead stops here */
+    uint64_t advice_end; /* SEQUENTIAL: read-ahead stops here */
     struct sl_task_group ra;
-    bool served; /* bytes were returned: the pinned version can no longer change */
 };
+
+/* The file's current pin, with a reference for the caller. */
+struct sl_pin *sl__file_pin(struct sl_file *f);
+void sl__pin_ref(struct sl_pin *p);
+void sl__pin_put(struct sl_pin *p);
 
 int sl__file_open(struct sl *sl, const char *path, struct sl_file **out);
 /* Metadata of a namespace path or URI (directories of the namespace included). */

@@ -24,6 +24,7 @@ struct load_ctx {
 struct warm_task {
     struct load_ctx *ctx;
     struct sl_file *f;
+    struct sl_pin *pin;
     uint64_t index;
     size_t item;
 };
@@ -32,8 +33,8 @@ static int warm_run(void *arg)
 {
     struct warm_task *t = arg;
     struct sl_page_ref ref;
-    int rc = sl__cache_get(t->f->sl->cache, &t->f->obj, t->index, SL_GET_PREFETCH | SL_GET_NO_RAM,
-                           &ref);
+    int rc = sl__cache_get(t->f->sl->cache, &t->pin->obj, t->index,
+                           SL_GET_PREFETCH | SL_GET_NO_RAM, &ref);
     if (rc == 0) {
         atomic_fetch_add(&t->ctx->done_bytes, ref.len);
         sl__cache_release(t->f->sl->cache, &ref);
@@ -44,6 +45,7 @@ static int warm_run(void *arg)
             snprintf(t->ctx->errmsg, sizeof(t->ctx->errmsg), "%s",
                      sl_errmsg(sl__err_ctx(rc, t->f->res.path)));
     }
+    sl__pin_put(t->pin);
     sl__file_unref(t->f);
     free(t);
     return rc;
@@ -87,11 +89,12 @@ int sl_load(sl_t *sl, const sl_load_item_t *items, size_t n, sl_progress_cb cb, 
             atomic_store(&ctx.failed, i);
             break;
         }
-        uint64_t size = f->obj.size, off = items[i].offset;
+        struct sl_pin *pin = sl__file_pin(f);
+        uint64_t size = pin->obj.size, off = items[i].offset;
         uint64_t end = items[i].length > size - SL_MIN(off, size) ? size : off + items[i].length;
         for (uint64_t idx = off / ps; off < end && idx * ps < end; idx++) {
             uint64_t plen = SL_MIN(ps, size - idx * ps);
-            if (sl__cache_on_disk(sl->cache, &f->obj, idx)) {
+            if (sl__cache_on_disk(sl->cache, &pin->obj, idx)) {
                 atomic_fetch_add(&ctx.done_bytes, plen);
                 continue;
             }
@@ -100,9 +103,11 @@ int sl_load(sl_t *sl, const sl_load_item_t *items, size_t n, sl_progress_cb cb, 
                 rc = -ENOMEM;
                 break;
             }
-            *t = (struct warm_task){.ctx = &ctx, .f = f, .index = idx, .item = i};
+            *t = (struct warm_task){.ctx = &ctx, .f = f, .pin = pin, .index = idx, .item = i};
             sl__file_ref(f);
+            sl__pin_ref(pin);
             if ((rc = sl__pool_submit(sl->pool, &g, warm_run, t)) < 0) {
+                sl__pin_put(pin);
                 sl__file_unref(f);
                 free(t);
                 break;
@@ -111,6 +116,7 @@ int sl_load(sl_t *sl, const sl_load_item_t *items, size_t n, sl_progress_cb cb, 
             report(cb, arg, &ctx, total, i, n, &last, false);
             if (atomic_load(&ctx.failed) != SIZE_MAX) break;
         }
+        sl__pin_put(pin);
         sl__file_unref(f);
         if (atomic_load(&ctx.failed) != SIZE_MAX) break;
         report(cb, arg, &ctx, total, i + 1, n, &last, false);

@@ -1,0 +1,216 @@
+/* test_file.c - reading through a handle: the version pinned at open, re-pinned only before the
+ * first byte, and never a mix of two versions, whatever threads read it while the file changes.
+ * Every 8-byte word of version v of the test file holds v, so any buffer tells which versions
+ * it came from. Uses the public API only. */
+#include "unit.h"
+
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <sys/stat.h>
+
+#include "sluice.h"
+
+#define PAGE 4096
+#define FILE_SIZE (64 * PAGE)
+
+struct fx {
+    char *tmp, *data, *file, *config;
+    sl_t *sl;
+};
+
+static int setup(void **state)
+{
+    struct fx *f = calloc(1, sizeof(*f));
+    f->tmp = unit_tmpdir();
+    assert_non_null(f->tmp);
+    assert_true(asprintf(&f->data, "%s/data", f->tmp) > 0);
+    assert_true(asprintf(&f->file, "%s/data/v.bin", f->tmp) > 0);
+    assert_true(asprintf(&f->config, "%s/sluice.yaml", f->tmp) > 0);
+    assert_int_equal(mkdir(f->data, 0755), 0);
+    char *yaml = NULL;
+    assert_true(asprintf(&yaml,
+                         "cache:\n  dir: %s/cache\n  size: 64MiB\n  memory: 1MiB\n"
+                         "  page_size: 4KiB\nmounts:\n  /d: file://%s\n",
+                         f->tmp, f->data) > 0);
+    assert_int_equal(unit_write_file(f->config, yaml, strlen(yaml)), 0);
+    free(yaml);
+    *state = f;
+    return 0;
+}
+
+static int teardown(void **state)
+{
+    struct fx *f = *state;
+    sl_close(f->sl);
+    unit_rmtree(f->tmp);
+    free(f->data);
+    free(f->file);
+    free(f->config);
+    free(f);
+    return 0;
+}
+
+static void open_sl(struct fx *f)
+{
+    sl_options_t o = {.config_path = f->config};
+    int rc = sl_open(&o, &f->sl);
+    if (rc) fail_msg("sl_open: %s", sl_errmsg(rc));
+}
+
+/* Version v of the file, replaced atomically (a temp file renamed over it). */
+static void write_version(struct fx *f, uint64_t v, size_t size)
+{
+    uint64_t *words = malloc(size);
+    for (size_t i = 0; i < size / 8; i++) words[i] = v;
+    char *tmp = NULL;
+    assert_true(asprintf(&tmp, "%s.new", f->file) > 0);
+    assert_int_equal(unit_write_file(tmp, words, size), 0);
+    assert_int_equal(rename(tmp, f->file), 0);
+    free(tmp);
+    free(words);
+}
+
+/* The one version a buffer holds, 0 if it is too short to tell, UINT64_MAX if it mixes two.
+ * Reads need not be word aligned: every byte is compared with the word the first 8 make. */
+static uint64_t version_of(const uint8_t *buf, size_t len, uint64_t off)
+{
+    if (len == 0) return 0;
+    uint64_t v = 0;
+    uint8_t *vb = (uint8_t *)&v;
+    for (size_t i = 0; i < len; i++) vb[(off + i) % 8] = buf[i];
+    if (len < 8) return 0; /* too short to name a version */
+    for (size_t i = 0; i < len; i++)
+        if (buf[i] != vb[(off + i) % 8]) return UINT64_MAX;
+    return v;
+}
+
+static void repinned_before_the_first_byte(void **state)
+{
+    struct fx *f = *state;
+    write_version(f, 1, FILE_SIZE);
+    open_sl(f);
+    sl_file_t *h;
+    assert_int_equal(sl_file_open(f->sl, "/d/v.bin", &h), 0);
+    write_version(f, 2, FILE_SIZE + PAGE); /* replaced before the first read */
+    uint8_t buf[2 * PAGE];
+    size_t n;
+    assert_int_equal(sl_file_pread(h, buf, sizeof(buf), 0, &n), 0);
+    assert_int_equal(n, sizeof(buf));
+    assert_int_equal(version_of(buf, n, 0), 2);
+    assert_int_equal(sl_file_stat(h)->size, FILE_SIZE + PAGE);
+    sl_file_close(h);
+}
+
+static void changed_after_the_first_byte_is_an_error(void **state)
+{
+    struct fx *f = *state;
+    write_version(f, 1, FILE_SIZE);
+    open_sl(f);
+    sl_file_t *h;
+    uint8_t buf[PAGE];
+    size_t n;
+    assert_int_equal(sl_file_open(f->sl, "/d/v.bin", &h), 0);
+    assert_int_equal(sl_file_advise(h, 0, PAGE, SL_ADVISE_RANDOM), 0);
+    assert_int_equal(sl_file_pread(h, buf, PAGE, 0, &n), 0);
+    assert_int_equal(version_of(buf, n, 0), 1);
+    write_version(f, 2, FILE_SIZE);
+    /* An uncached page of the old version cannot be fetched any more: an error, not v2. */
+    int rc = sl_file_pread(h, buf, PAGE, 10 * PAGE, &n);
+    assert_int_equal(rc, SL_E_CHANGED);
+    assert_non_null(strstr(sl_errmsg(rc), "/d/v.bin"));
+    /* A cached page of the pinned version is still served. */
+    assert_int_equal(sl_file_pread(h, buf, PAGE, 0, &n), 0);
+    assert_int_equal(version_of(buf, n, 0), 1);
+    sl_file_close(h);
+    /* A new handle sees the new version. */
+    assert_int_equal(sl_file_open(f->sl, "/d/v.bin", &h), 0);
+    assert_int_equal(sl_file_pread(h, buf, PAGE, 10 * PAGE, &n), 0);
+    assert_int_equal(version_of(buf, n, 10 * PAGE), 2);
+    sl_file_close(h);
+}
+
+struct reader {
+    sl_file_t *h;
+    unsigned seed;
+    _Atomic bool *stop;
+    uint64_t seen;    /* the version its successful reads returned (0: none yet) */
+    unsigned reads, changed, mixed, other_errors;
+};
+
+static void *read_loop(void *arg)
+{
+    struct reader *r = arg;
+    uint8_t buf[3 * PAGE];
+    while (!atomic_load(r->stop)) {
+        uint64_t off = (uint64_t)rand_r(&r->seed) % FILE_SIZE;
+        size_t len = 1 + (size_t)rand_r(&r->seed) % sizeof(buf), n;
+        int rc = sl_file_pread(r->h, buf, len, off, &n);
+        if (rc == SL_E_CHANGED) {
+            r->changed++;
+            continue;
+        }
+        if (rc) {
+            r->other_errors++;
+            continue;
+        }
+        r->reads++;
+        uint64_t v = version_of(buf, n, off);
+        if (v == UINT64_MAX || (r->seen && v && v != r->seen))
+            r->mixed++;
+        else if (v)
+            r->seen = v;
+    }
+    return NULL;
+}
+
+static void threads_never_see_two_versions(void **state)
+{
+    struct fx *f = *state;
+    write_version(f, 1, FILE_SIZE);
+    open_sl(f);
+    for (int round = 0; round < 20; round++) {
+        enum { NT = 6 };
+        _Atomic bool stop = false;
+        struct reader r[NT];
+        pthread_t th[NT];
+        sl_file_t *h;
+        assert_int_equal(sl_file_open(f->sl, "/d/v.bin", &h), 0);
+        for (int i = 0; i < NT; i++) {
+            r[i] = (struct reader){.h = h, .seed = (unsigned)(round * 100 + i), .stop = &stop};
+            assert_int_equal(pthread_create(&th[i], NULL, read_loop, &r[i]), 0);
+        }
+        /* Replace the file under them, twice, at different moments each round. */
+        for (int k = 0; k < 2; k++) {
+            usleep((useconds_t)(200 + (round * 137 + k * 911) % 3000));
+            write_version(f, 2 + (uint64_t)round * 2 + (uint64_t)k, FILE_SIZE);
+        }
+        usleep(2000);
+        atomic_store(&stop, true);
+        uint64_t version = 0;
+        for (int i = 0; i < NT; i++) {
+            pthread_join(th[i], NULL);
+            assert_int_equal(r[i].mixed, 0);
+            assert_int_equal(r[i].other_errors, 0);
+            /* All threads of one handle saw one version. */
+            if (r[i].seen) {
+                if (version && version != r[i].seen)
+                    fail_msg("round %d: one handle returned versions %llu and %llu", round,
+                             (unsigned long long)version, (unsigned long long)r[i].seen);
+                version = r[i].seen;
+            }
+        }
+        sl_file_close(h);
+    }
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test_setup_teardown(repinned_before_the_first_byte, setup, teardown),
+        cmocka_unit_test_setup_teardown(changed_after_the_first_byte_is_an_error, setup,
+                                        teardown),
+        cmocka_unit_test_setup_teardown(threads_never_see_two_versions, setup, teardown),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
