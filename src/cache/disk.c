@@ -661,9 +661,11 @@ int sl__disk_read(struct sl_disk *d, const uint8_t key[SL_PAGE_KEY_LEN], void *b
 
     if ((rc = sl__db_begin(d->db, false, &txn)) < 0) return rc;
     rc = mdb_get(txn, d->db->dbi[SL_DB_PAGES], &k, &v);
-    if (rc == 0 && v.mv_size == sizeof(rec)) memcpy(&rec, v.mv_data, sizeof(rec));
+    bool ok = rc == 0 && v.mv_size == sizeof(rec);
+    if (ok) memcpy(&rec, v.mv_data, sizeof(rec));
     mdb_txn_abort(txn);
     if (rc) return sl__mdb_err(rc);
+    if (!ok) return -ENOENT; /* a record of another layout: not one we can trust */
 
     char *path = sl__disk_page_path(d, key);
     if (!path) return -ENOMEM;

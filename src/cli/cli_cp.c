@@ -116,7 +116,8 @@ static int copy_file(struct cp *cp, const char *src, bool src_local, const char 
         *where = src;
         if ((rc = sl_file_open(cp->sl, src, &f)) == 0) {
             sl_file_advise(f, 0, UINT64_MAX, SL_ADVISE_SEQUENTIAL);
-            for (uint64_t pos = 0; pos < size;) {
+            (void)size; /* the listing's size may be stale: copy to the end, as it is now */
+            for (uint64_t pos = 0;;) {
                 size_t n;
                 *where = src;
                 if ((rc = sl_file_pread(f, cp->buf, CP_BUFFER, pos, &n)) < 0 || n == 0) break;
@@ -243,7 +244,15 @@ int cli_cp(struct cli *cli, int argc, char **argv)
         }
     } else {
         rc = cli_walk(cp.sl, src.spec, true, tree_add, &tree);
-        if (rc == 0) rc = sl_mkdir(cp.sl, target); /* an empty directory copies too */
+        if (rc < 0) {
+            code = cli_error(rc, argv[optind]);
+            goto out;
+        }
+        /* An empty directory copies too. */
+        if ((rc = sl_mkdir(cp.sl, target)) < 0) {
+            code = cli_error(rc, argv[optind + 1]);
+            goto out;
+        }
     }
     if (rc < 0) {
         code = cli_error(rc, argv[optind]);

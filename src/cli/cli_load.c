@@ -73,9 +73,12 @@ static int read_order(const char *file, struct items *it)
             *tab = '\0';
             char *off_s = tab + 1, *len_s = strchr(off_s, '\t');
             if (len_s) *len_s++ = '\0';
-            if (sl_parse_size(off_s, &off) < 0 || (len_s && sl_parse_size(len_s, &length) < 0)) {
+            const char *bad = sl_parse_size(off_s, &off) < 0                    ? off_s
+                              : len_s && sl_parse_size(len_s, &length) < 0 ? len_s
+                                                                              : NULL;
+            if (bad) {
                 fprintf(stderr, "sluice: load: %s:%u: expected PATH<TAB>OFFSET<TAB>LENGTH with "
-                                "byte counts, got '%s'\n", file, lineno, off_s);
+                                "byte counts, got '%s'\n", file, lineno, bad);
                 code = CLI_USAGE;
                 break;
             }

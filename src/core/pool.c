@@ -42,6 +42,7 @@ static void *worker(void *arg)
         if (!pool->head) pool->tail = NULL;
         pthread_mutex_unlock(&pool->lock);
 
+        sl__err_clear(); /* a task's failure must not be described by an earlier task's */
         int rc = t->fn(t->arg);
         struct sl_task_group *g = t->group;
         free(t);

@@ -62,17 +62,28 @@ int sl_parse_size(const char *s, uint64_t *bytes)
 
     if (!s) return SL_E_USAGE;
     while (isspace((unsigned char)*s)) s++;
+    const char *digits = s;
     if (!scan_number(s, &v, &end)) return SL_E_USAGE;
+    bool whole = !memchr(digits, '.', (size_t)(end - digits));
     while (isspace((unsigned char)*end)) end++;
     size_t ulen = strlen(end);
     while (ulen > 0 && isspace((unsigned char)end[ulen - 1])) ulen--;
     for (size_t i = 0; i < SL_ARRAY_LEN(size_units); i++) {
         if (strlen(size_units[i].name) == ulen && strncasecmp(end, size_units[i].name, ulen) == 0) {
+            uint64_t factor = (uint64_t)size_units[i].factor;
+            if (whole) {
+                /* Whole numbers exactly, up to 2^64 - 1: a double would round them. */
+                errno = 0;
+                unsigned long long n = strtoull(digits, NULL, 10);
+                if (errno == ERANGE || (factor && n > UINT64_MAX / factor)) return SL_E_USAGE;
+                *bytes = (uint64_t)n * factor;
+                return 0;
+            }
             double b = v * size_units[i].factor;
-            if (b >= 18446744073709551615.0) return SL_E_USAGE;
+            if (b >= 18446744073709551616.0) return SL_E_USAGE;
             /* A fractional byte count is a typo, not a size. */
             if (size_units[i].factor == 1 && b != floor(b)) return SL_E_USAGE;
-            *bytes = (uint64_t)llround(b);
+            *bytes = (uint64_t)(b + 0.5);
             return 0;
         }
     }
@@ -113,8 +124,8 @@ int sl_parse_duration(const char *s, int64_t *ns)
         s += ulen;
         while (isspace((unsigned char)*s)) s++;
     }
-    if (total >= 9.2e18) return SL_E_USAGE;
-    *ns = (int64_t)llround(total);
+    if (total >= 9.2e18) return SL_E_USAGE; /* below INT64_MAX: the conversion is defined */
+    *ns = (int64_t)(total + 0.5);
     return 0;
 }
 

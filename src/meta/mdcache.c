@@ -9,12 +9,15 @@
  * "found = 0" is a negative entry: the path did not exist when fetched.
  *
  * A listing is a snapshot: it is written page by page as the store streams it, with the
- * directory's "listed" time set only when the last page is in. An interrupted listing leaves
+ * directory's "listed" time set only when the last page is in. Each listing writes a random
+ * token with its first page and adds pages, or completes the snapshot, only while the token is
+ * still its own: two processes listing one directory at once never complete a mix of both. An interrupted listing leaves
  * listed = 0 and is fetched again next time; a complete one is served from LMDB in name order,
  * a batch at a time, without holding a read transaction across the caller's callbacks.
  */
 #include <stdlib.h>
 #include <string.h>
+#include <sys/random.h>
 
 #include "meta/meta.h"
 
@@ -23,6 +26,7 @@
 struct md_rec {
     uint64_t fetched_ns; /* when the store answered */
     uint64_t listed_ns;  /* for directories: when the snapshot was completed; 0 = none */
+    uint64_t token;      /* for directories: the listing writing the snapshot now */
     uint64_t size;
     int64_t mtime_ns;
     uint32_t mode;
@@ -41,9 +45,10 @@ static bool fresh(uint64_t when_ns, int64_t ttl_ns)
 }
 
 /* Packs st into buf (at least sizeof(struct md_rec) + SL_VERSION_MAX); returns the length. */
-static size_t pack(const sl_stat_t *st, bool found, uint64_t fetched, uint64_t listed, void *buf)
+static size_t pack(const sl_stat_t *st, bool found, uint64_t fetched, uint64_t listed,
+                   uint64_t token, void *buf)
 {
-    struct md_rec r = {.fetched_ns = fetched, .listed_ns = listed, .found = found};
+    struct md_rec r = {.fetched_ns = fetched, .listed_ns = listed, .token = token, .found = found};
     size_t vlen = 0;
     if (found) {
         r.size = st->size;
@@ -83,17 +88,21 @@ static int put_meta(struct sl_db *db, MDB_txn *txn, const uint8_t key[16], const
     char buf[sizeof(struct md_rec) + SL_VERSION_MAX];
     MDB_val k = {16, (void *)key}, v;
     struct md_rec old;
-    uint64_t listed = 0;
+    uint64_t listed = 0, token = 0;
     if (found && st->type == SL_TYPE_DIR && mdb_get(txn, db->dbi[SL_DB_META], &k, &v) == 0 &&
-        unpack(&v, &old, NULL) && old.found && old.type == SL_TYPE_DIR)
+        unpack(&v, &old, NULL) && old.found && old.type == SL_TYPE_DIR) {
         listed = old.listed_ns;
-    v = (MDB_val){pack(st, found, fetched, listed, buf), buf};
+        token = old.token;
+    }
+    v = (MDB_val){pack(st, found, fetched, listed, token, buf), buf};
     return sl__mdb_err(mdb_put(txn, db->dbi[SL_DB_META], &k, &v, 0));
 }
 
-/* Sets only a directory's listing time (0: no complete snapshot), keeping its stat. A directory
- * never stat'ed gets a record whose stat is not fresh (fetched 0), so a stat still asks. */
-static int set_listed(struct sl_db *db, MDB_txn *txn, const uint8_t key[16], uint64_t listed)
+/* Sets only a directory's listing time (0: no complete snapshot) and token, keeping its stat. A
+ * directory never stat'ed gets a record whose stat is not fresh (fetched 0), so a stat still
+ * asks. With `if_token`, only if the record's token is that one (else SL_E_CHANGED). */
+static int set_listed(struct sl_db *db, MDB_txn *txn, const uint8_t key[16], uint64_t listed,
+                      uint64_t token, const uint64_t *if_token)
 {
     char buf[sizeof(struct md_rec) + SL_VERSION_MAX];
     MDB_val k = {16, (void *)key}, v;
@@ -102,10 +111,12 @@ static int set_listed(struct sl_db *db, MDB_txn *txn, const uint8_t key[16], uin
     if (!(mdb_get(txn, db->dbi[SL_DB_META], &k, &v) == 0 && unpack(&v, &rec, &st) && rec.found &&
           rec.type == SL_TYPE_DIR)) {
         rec.fetched_ns = 0;
+        rec.token = 0;
         memset(&st, 0, sizeof(st));
         st.type = SL_TYPE_DIR;
     }
-    v = (MDB_val){pack(&st, true, rec.fetched_ns, listed, buf), buf};
+    if (if_token && rec.token != *if_token) return SL_E_CHANGED; /* another listing took over */
+    v = (MDB_val){pack(&st, true, rec.fetched_ns, listed, token, buf), buf};
     return sl__mdb_err(mdb_put(txn, db->dbi[SL_DB_META], &k, &v, 0));
 }
 
@@ -238,7 +249,7 @@ static int snapshot_reset(struct sl_md *md, MDB_txn *txn, const uint8_t dkey[16]
 
 /* Writes one page of a listing into the snapshot (and each child's stat). */
 static int snapshot_page(struct sl_md *md, const struct sl_resolved *r, const uint8_t dkey[16],
-                         const sl_dirent_t *ents, size_t n, bool first)
+                         uint64_t token, const sl_dirent_t *ents, size_t n, bool first)
 {
     MDB_txn *txn;
     uint64_t now = sl__now_ns();
@@ -248,7 +259,9 @@ static int snapshot_page(struct sl_md *md, const struct sl_resolved *r, const ui
     if ((rc = sl__db_begin(md->db, true, &txn)) < 0) return rc;
     if (first) {
         if ((rc = snapshot_reset(md, txn, dkey)) < 0) goto out;
-        if ((rc = set_listed(md->db, txn, dkey, 0)) < 0) goto out;
+        if ((rc = set_listed(md->db, txn, dkey, 0, token, NULL)) < 0) goto out;
+    } else if ((rc = set_listed(md->db, txn, dkey, 0, token, &token)) < 0) {
+        goto out;
     }
     for (size_t i = 0; i < n; i++) {
         size_t nlen = strlen(ents[i].name);
@@ -256,7 +269,7 @@ static int snapshot_page(struct sl_md *md, const struct sl_resolved *r, const ui
         if (nlen > 255) continue; /* longer than any file system allows; not cached */
         memcpy(key, dkey, 16);
         memcpy(key + 16, ents[i].name, nlen);
-        MDB_val k = {16 + nlen, key}, v = {pack(&ents[i].st, true, now, 0, buf), buf};
+        MDB_val k = {16 + nlen, key}, v = {pack(&ents[i].st, true, now, 0, 0, buf), buf};
         if ((rc = sl__mdb_err(mdb_put(txn, md->db->dbi[SL_DB_DIRENT], &k, &v, 0))) < 0) goto out;
 
         /* The same id sl__ufs_object_id() gives the child (the root's id has no '/' at the end). */
@@ -278,12 +291,12 @@ out:
     return sl__db_commit(txn);
 }
 
-static int snapshot_complete(struct sl_md *md, const uint8_t dkey[16])
+static int snapshot_complete(struct sl_md *md, const uint8_t dkey[16], uint64_t token)
 {
     MDB_txn *txn;
     int rc = sl__db_begin(md->db, true, &txn);
     if (rc < 0) return rc;
-    if ((rc = set_listed(md->db, txn, dkey, sl__now_ns())) < 0) {
+    if ((rc = set_listed(md->db, txn, dkey, sl__now_ns(), token, &token)) < 0) {
         mdb_txn_abort(txn);
         return rc;
     }
@@ -301,6 +314,9 @@ int sl__md_list(struct sl_md *md, const struct sl_resolved *r, sl_list_cb cb, vo
     int rc;
 
     sl__hash128(r->object_id, dkey);
+    uint64_t token = 0;
+    if (cache && getrandom(&token, sizeof(token), 0) != sizeof(token)) cache = false;
+    token |= 1; /* 0 means "no listing" */
     if (cache) {
         bool served;
         rc = list_snapshot(md, dkey, m->ttl_ns, cb, arg, &served);
@@ -316,12 +332,12 @@ int sl__md_list(struct sl_md *md, const struct sl_resolved *r, sl_list_cb cb, vo
         size_t n = 0;
         if ((rc = sl__ufs_list_next(m->ufs, l, ents, LIST_PAGE, &n)) < 0) break;
         /* A snapshot that cannot be written is not a failure of the listing. */
-        if (cache && snapshot_page(md, r, dkey, ents, n, first) < 0) cache = false;
+        if (cache && snapshot_page(md, r, dkey, token, ents, n, first) < 0) cache = false;
         first = false;
         for (size_t i = 0; i < n && rc == 0; i++) rc = cb(arg, &ents[i]);
         if (rc || n == 0) break;
     }
-    if (rc == 0 && cache) snapshot_complete(md, dkey);
+    if (rc == 0 && cache) snapshot_complete(md, dkey, token);
     sl__ufs_list_close(m->ufs, l);
     return rc;
 }

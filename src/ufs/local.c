@@ -2,9 +2,10 @@
  * local.c - the local directory store (file://): a directory tree on a local or network file
  * system (NFS, a parallel file system) as an under-store.
  *
- * Versions: "<mtime ns>.<size>.<inode>". A write in place changes mtime (and usually size); an
- * atomic replace by rename changes the inode. A read checks the version before and after its
- * pread, so bytes from two versions are never returned as one.
+ * Versions: "<mtime ns>.<size>.<inode>.<ctime ns>.<device>". A write in place changes mtime and
+ * ctime; an atomic replace by rename changes the inode (and ctime, which a restored mtime does
+ * not undo); another file system changes the device. A read checks the version before and
+ * after its pread, so bytes from two versions are never returned as one.
  *
  * Writes: a temp file next to the target (".NAME.sluice-tmp.PID.N"), fsync, rename over the
  * target, fsync of the directory: the rename is the commit, and after it returns the data and
@@ -123,8 +124,11 @@ static void fill_stat(const struct stat *sb, sl_stat_t *st)
     st->mtime_ns = (int64_t)sb->st_mtim.tv_sec * 1000000000LL + sb->st_mtim.tv_nsec;
     st->mode = sb->st_mode & 07777;
     if (S_ISREG(sb->st_mode))
-        snprintf(st->version, sizeof(st->version), "%lld.%llu.%llu", (long long)st->mtime_ns,
-                 (unsigned long long)sb->st_size, (unsigned long long)sb->st_ino);
+        snprintf(st->version, sizeof(st->version), "%lld.%llu.%llu.%lld.%llu",
+                 (long long)st->mtime_ns, (unsigned long long)sb->st_size,
+                 (unsigned long long)sb->st_ino,
+                 (long long)sb->st_ctim.tv_sec * 1000000000LL + sb->st_ctim.tv_nsec,
+                 (unsigned long long)sb->st_dev);
 }
 
 static int local_stat(struct sl_ufs *u, const char *path, sl_stat_t *st)
@@ -357,12 +361,14 @@ static int local_writer_commit(struct sl_ufs_writer *uw, sl_stat_t *st)
     struct stat sb;
     int rc = 0;
 
-    /* The order is the durability argument: data on disk, then the name, then the name's dir. */
-    if (fsync(w->fd) < 0 || fstat(w->fd, &sb) < 0) rc = -errno;
-    if (close(w->fd) < 0 && !rc) rc = -errno;
-    w->fd = -1;
+    /* The order is the durability argument: data on disk, then the name, then the name's dir.
+     * The new version is read after the rename, which changes the file's ctime. */
+    if (fsync(w->fd) < 0) rc = -errno;
     if (!rc && rename(w->tmp, w->path) < 0) rc = -errno;
     if (!rc) rc = fsync_parent(w->path);
+    if (!rc && fstat(w->fd, &sb) < 0) rc = -errno;
+    if (close(w->fd) < 0 && !rc) rc = -errno;
+    w->fd = -1;
     if (!rc && st) fill_stat(&sb, st);
     if (rc) {
         local_writer_abort(uw);

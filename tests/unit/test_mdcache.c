@@ -549,6 +549,55 @@ static void invalidate_child_drops_parent_listing(void **state)
 
 /* A callback that returns 1 while a snapshot is served: the listing stops there, with 1, as it
  * does when the store is listed (sl_list's contract: "return non-zero to stop"). */
+/* Two listings of one directory at once: A has written its first page when B (here run from A's
+ * callback) starts over, wiping A's page, and is interrupted (a process killed mid-listing).
+ * A must not then mark as complete a snapshot that holds only B's first page and A's later
+ * ones: the next listing goes to the store, and finds every entry. */
+struct interleave {
+    struct fixture *f;
+    struct listing outer;
+    bool done;
+};
+
+static int interleave_cb(void *arg, const sl_dirent_t *ent)
+{
+    struct interleave *x = arg;
+    if (!x->done) {
+        x->done = true;
+        struct listing inner = {.stop_after = 1};
+        assert_int_equal(md_list(x->f, "/t10/m", &inner), 1);
+        listing_free(&inner);
+    }
+    return collect(&x->outer, ent);
+}
+
+static void interleaved_listings_never_complete_a_mix(void **state)
+{
+    (void)state;
+    struct fixture *f = fixture_open();
+    make_dir(f, "/t10/m");
+    for (int i = 0; i < 400; i++) {
+        char path[32];
+        snprintf(path, sizeof(path), "/t10/m/a%03d", i);
+        put(f, path, "x");
+    }
+    struct interleave x = {.f = f};
+    struct sl_resolved r;
+    resolve(f, "/t10/m", &r);
+    assert_int_equal(sl__md_list(&f->md, &r, interleave_cb, &x), 0);
+    sl__resolved_free(&r);
+    assert_int_equal(x.outer.n, 400);
+    listing_free(&x.outer);
+
+    uint64_t before = requests(f);
+    struct listing now = {0};
+    assert_int_equal(md_list(f, "/t10/m", &now), 0);
+    assert_int_equal(requests(f), before + 1); /* no snapshot was completed: the store again */
+    assert_int_equal(now.n, 400);
+    listing_free(&now);
+    fixture_close(f);
+}
+
 static void stop_with_1_while_serving_snapshot(void **state)
 {
     (void)state;
@@ -668,6 +717,7 @@ int main(void)
         cmocka_unit_test(listing_snapshot),
         cmocka_unit_test(stopped_listing_is_not_a_snapshot),
         cmocka_unit_test(invalidate_child_drops_parent_listing),
+        cmocka_unit_test(interleaved_listings_never_complete_a_mix),
         cmocka_unit_test(stop_with_1_while_serving_snapshot),
         cmocka_unit_test(relisting_parent_keeps_child_snapshots),
         cmocka_unit_test(listed_directory_keeps_its_stat),

@@ -24,6 +24,9 @@ static void sizes_accepted(void **state)
         {"1MB", 1000000},
         {"10GB", 10000000000ULL},
         {" 7 MiB ", 7ULL << 20},
+        {"18446744073709551615", UINT64_MAX},
+        {"9223372036854775808", 1ULL << 63},
+        {"16777215TiB", 16777215ULL << 40},
     };
     for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
         uint64_t v = 12345;
@@ -36,7 +39,8 @@ static void sizes_refused(void **state)
 {
     (void)state;
     static const char *const bad[] = {"", "lots", "-1", "1.5", "1XB", "GiB", "1 GiB x",
-                                      "99999999999PiB", "0x10", "1e3"};
+                                      "99999999999PiB", "0x10", "1e3",
+                                      "18446744073709551616", "16777216TiB", "16.5EiB"};
     for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
         uint64_t v = 77;
         assert_int_equal(sl_parse_size(bad[i], &v), SL_E_USAGE);
