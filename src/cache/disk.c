@@ -127,21 +127,28 @@ static bool owner_alive(struct sl_disk *d, uint64_t owner)
     return alive;
 }
 
+/* The lock file appears under its name already locked (made under a name sweeps ignore, locked,
+ * then renamed): otherwise another process could take the lock in between, judge us dead and
+ * remove it, and every later liveness check would find no file. */
 static int owner_register(struct sl_disk *d)
 {
     for (int tries = 0; tries < 8; tries++) {
         if (getrandom(&d->owner, sizeof(d->owner), 0) != sizeof(d->owner)) return -EIO;
         if (!d->owner) continue;
         char *path = sl__asprintf("%s/%016llx", d->owners_dir, (unsigned long long)d->owner);
-        if (!path) return -ENOMEM;
-        int fd = open(path, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, 0644);
-        int rc = fd < 0 ? -errno : flock(fd, LOCK_EX | LOCK_NB) < 0 ? -errno : 0;
+        char *tmp = sl__asprintf("%s/.new.%016llx", d->owners_dir, (unsigned long long)d->owner);
+        int rc = 0, fd = -1;
+        if (!path || !tmp) rc = -ENOMEM;
+        else if ((fd = open(tmp, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, 0644)) < 0) rc = -errno;
+        else if (flock(fd, LOCK_EX | LOCK_NB) < 0) rc = -errno;
+        /* link() fails if the name exists: ids are random, but never take over another's. */
+        else if (link(tmp, path) < 0) rc = -errno;
+        if (tmp && fd >= 0) unlink(tmp);
         free(path);
+        free(tmp);
+        if (rc < 0 && fd >= 0) close(fd);
         if (rc == -EEXIST) continue;
-        if (rc < 0) {
-            if (fd >= 0) close(fd);
-            return rc;
-        }
+        if (rc < 0) return rc;
         d->owner_fd = fd;
         return 0;
     }
@@ -459,6 +466,13 @@ static void sweep_dead(struct sl_disk *d, const char *folder)
     if (!dir) return;
     struct dirent *de;
     while ((de = readdir(dir))) {
+        /* A lock file its owner did not live to rename: unlocked means abandoned. */
+        if (strncmp(de->d_name, ".new.", 5) == 0) {
+            int fd = openat(dirfd(dir), de->d_name, O_RDWR | O_CLOEXEC);
+            if (fd >= 0 && flock(fd, LOCK_EX | LOCK_NB) == 0) unlinkat(dirfd(dir), de->d_name, 0);
+            if (fd >= 0) close(fd);
+            continue;
+        }
         char *end;
         unsigned long long owner = strtoull(de->d_name, &end, 16);
         if (end != de->d_name + 16 || (*end && *end != '.')) continue;

@@ -16,6 +16,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
 #include "core/core.h"
 
@@ -33,11 +34,27 @@ struct env_entry {
     struct env_entry *next;
     dev_t dev;
     ino_t ino;
+    pid_t pid; /* the process that opened it: an environment does not survive fork() */
     unsigned refs;
     struct sl_db *db;
 };
 static pthread_mutex_t registry_lock = PTHREAD_MUTEX_INITIALIZER;
 static struct env_entry *registry;
+static pthread_once_t atfork_once = PTHREAD_ONCE_INIT;
+
+/* A forked child must open its own environment (LMDB: an environment is used only by the
+ * process that opened it). It forgets the parent's, without closing them: closing would touch
+ * the parent's locks. */
+static void forget_parent_envs(void)
+{
+    registry = NULL;
+    pthread_mutex_init(&registry_lock, NULL);
+}
+
+static void install_atfork(void)
+{
+    pthread_atfork(NULL, NULL, forget_parent_envs);
+}
 
 /* Address space only: LMDB grows the file as pages are used. 32 GiB holds index entries for
  * about 100 million cached pages. */
@@ -75,9 +92,10 @@ int sl__db_open(const char *dir, struct sl_db **out)
     if (rc < 0) return rc;
     if (stat(dir, &st) < 0) return -errno;
 
+    pthread_once(&atfork_once, install_atfork);
     pthread_mutex_lock(&registry_lock);
     struct env_entry *e = registry;
-    while (e && !(e->dev == st.st_dev && e->ino == st.st_ino)) e = e->next;
+    while (e && !(e->dev == st.st_dev && e->ino == st.st_ino && e->pid == getpid())) e = e->next;
     if (e) {
         e->refs++;
         *out = e->db;
@@ -86,8 +104,8 @@ int sl__db_open(const char *dir, struct sl_db **out)
     } else if ((rc = env_open(dir, &e->db)) < 0) {
         free(e);
     } else {
-        *e = (struct env_entry){.next = registry, .dev = st.st_dev, .ino = st.st_ino, .refs = 1,
-                                .db = e->db};
+        *e = (struct env_entry){.next = registry, .dev = st.st_dev, .ino = st.st_ino,
+                                .pid = getpid(), .refs = 1, .db = e->db};
         registry = e;
         *out = e->db;
     }
