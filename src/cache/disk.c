@@ -132,7 +132,7 @@ static bool owner_alive(struct sl_disk *d, uint64_t owner)
  * remove it, and every later liveness check would find no file. */
 static int owner_register(struct sl_disk *d)
 {
-    for (int tries = 0; tries < 8; tries++) {
+    for (int tries = 0; tries < 64; tries++) {
         if (getrandom(&d->owner, sizeof(d->owner), 0) != sizeof(d->owner)) return -EIO;
         if (!d->owner) continue;
         char *path = sl__asprintf("%s/%016llx", d->owners_dir, (unsigned long long)d->owner);
@@ -147,7 +147,9 @@ static int owner_register(struct sl_disk *d)
         free(path);
         free(tmp);
         if (rc < 0 && fd >= 0) close(fd);
-        if (rc == -EEXIST) continue;
+        /* EEXIST: the id is taken. ENOENT: a sweep took the new file for an abandoned one
+         * in the instant before we locked it. Either way, again with a new id. */
+        if (rc == -EEXIST || rc == -ENOENT) continue;
         if (rc < 0) return rc;
         d->owner_fd = fd;
         return 0;
