@@ -43,11 +43,9 @@ extern "C" {
     X(CHECKSUM, -1008, "cached page failed its checksum")                             \
     X(CACHE_FULL, -1009, "cache is full of pages that cannot be evicted")             \
     X(CORRUPT, -1010, "cache index is damaged")                                       \
-    X(INTERRUPTED, -1011, "interrupted")                                              \
-    X(NOT_FILE, -1012, "not a regular file")                                          \
-    X(NOT_DIR, -1013, "not a directory")                                              \
-    X(READ_ONLY, -1014, "this store is read-only")                                    \
-    X(FORMAT, -1015, "cache directory made by an incompatible version of sluice")
+    X(NOT_FILE, -1011, "not a regular file")                                          \
+    X(FORMAT, -1012, "cache directory made by an incompatible version of sluice")     \
+    X(NO_CACHE, -1013, "no disk cache (the cache directory cannot be used)")
 
 enum {
 #define SL__E_ENUM(name, value, msg) SL_E_##name = (value),

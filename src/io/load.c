@@ -69,6 +69,11 @@ int sl_load(sl_t *sl, const sl_load_item_t *items, size_t n, sl_progress_cb cb, 
     int rc = 0;
 
     sl__err_clear();
+    /* Warming a cache that cannot hold anything would only read the data and drop it. */
+    if (!sl->cache_dir)
+        return sl__err(SL_E_NO_CACHE, "cache %s: cannot be used, so there is nothing to warm "
+                                      "(see the warning above; set cache.dir to a writable "
+                                      "directory)", sl->cfg->cache_dir);
     atomic_init(&ctx.done_bytes, 0);
     atomic_init(&ctx.failed, SIZE_MAX);
     sl__group_init(&g);

@@ -116,6 +116,14 @@ class LimitTest(SluiceCase):
         self.assertIn(b"warning", r.stderr)
         self.assertIn(b"reading through", r.stderr)
 
+    def test_load_without_a_usable_cache_says_so(self):
+        self.make_file("l.bin", PAGE)
+        blocker = os.path.join(self.tmp, "a-file")
+        open(blocker, "w").close()
+        self.config = self.write_config(cache_dir=os.path.join(blocker, "cache"))
+        r = self.sluice("load", "/data/l.bin", expect=1)
+        self.assertErrorNames(r, "nothing to warm", "cache.dir")
+
     def test_read_only_cache_dir_reads_through(self):
         data = self.make_file("ro.bin", 3 * PAGE)
         ro = os.path.join(self.tmp, "ro")

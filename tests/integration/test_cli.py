@@ -144,6 +144,27 @@ class CliTest(SluiceCase):
         r = self.sluice("cp", "/data/none", local, expect=1)
         self.assertErrorNames(r, "/data/none")
 
+    def test_cp_to_a_destination_that_cannot_be_written(self):
+        src = self.make_file("s.bin", 2 * PAGE)
+        ro = os.path.join(self.tmp, "ro")
+        self.mount_tmpfs(ro, "ro,size=1m")
+        r = self.sluice("cp", "/data/s.bin", os.path.join(ro, "s.bin"), expect=1)
+        self.assertErrorNames(r, "Read-only file system")
+        self.assertEqual(os.listdir(ro), [])
+        # A destination that fills up: no torn file, the old one intact.
+        small = os.path.join(self.tmp, "small")
+        self.mount_tmpfs(small, "size=1m")
+        with open(os.path.join(small, "keep.bin"), "wb") as f:
+            f.write(b"old")
+        big = os.path.join(self.tmp, "big.bin")
+        with open(big, "wb") as f:
+            f.write(os.urandom(3 * MiB))
+        r = self.sluice("cp", big, f"file://{small}/keep.bin", expect=1)
+        self.assertErrorNames(r, "No space left on device")
+        self.assertEqual(read_file(os.path.join(small, "keep.bin")), b"old")
+        self.assertEqual(os.listdir(small), ["keep.bin"], "no temp file left behind")
+        self.assertEqual(src, self.cat("/data/s.bin"))
+
     def test_cp_overwrite_drops_old_pages(self):
         self.make_file("o.bin", 4 * PAGE, seed=1)
         self.cat("/data/o.bin")
