@@ -2,7 +2,7 @@
  * sluice.h - the public API of libsluice.
  *
  * sluice is a data orchestration layer for machine-learning pipelines: one namespace over many
- * stores (local directories now; S3 and HTTP next), a page cache in RAM and on local disk in
+ * stores (local directories, S3-compatible object stores, HTTP servers), a page cache in RAM and on local disk in
  * between, and the tools around them. A function not declared here is private.
  *
  * Conventions (the same everywhere):
@@ -11,7 +11,7 @@
  *   on the calling thread (with the path, URI or config position it concerns).
  * - Objects come back through out-parameters; destructors accept NULL.
  * - Paths are namespace paths ("/imagenet/train/0001.jpg", resolved through the mount table)
- *   or direct URIs ("file:///abs/path").
+ *   or direct URIs ("file:///abs/path", "s3://bucket/key", "https://host/path").
  * - Thread safety: one sl_t may be used from many threads at once. An sl_file_t may be read by
  *   several threads at once; an sl_writer_t belongs to one thread at a time.
  */
@@ -45,7 +45,12 @@ extern "C" {
     X(CORRUPT, -1010, "cache index is damaged")                                       \
     X(NOT_FILE, -1011, "not a regular file")                                          \
     X(FORMAT, -1012, "cache directory made by an incompatible version of sluice")     \
-    X(NO_CACHE, -1013, "no disk cache (the cache directory cannot be used)")
+    X(NO_CACHE, -1013, "no disk cache (the cache directory cannot be used)")               \
+    X(S3_AUTH, -1014, "the store refused the credentials")                            \
+    X(NO_BUCKET, -1015, "no such bucket")                                             \
+    X(UNREACHABLE, -1016, "the store cannot be reached")                              \
+    X(REMOTE, -1017, "the store answered with an error")                              \
+    X(BAD_REPLY, -1018, "the store sent a reply sluice cannot read")
 
 enum {
 #define SL__E_ENUM(name, value, msg) SL_E_##name = (value),

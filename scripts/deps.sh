@@ -7,8 +7,19 @@ set -eu
 # Build and library dependencies; each is named in docs/architecture.md with the reason for it.
 PKGS="gcc libc6-dev pkg-config meson ninja-build \
 libyaml-dev liblmdb-dev libxxhash-dev libjson-c-dev \
+libcurl4-openssl-dev libxml2-dev libssl-dev \
 libcmocka-dev \
-python3"
+python3 nginx awscli ca-certificates"
+
+# Node.js runs the S3 test server (s3rver) and the throttling proxy. A machine may have its
+# own Node.js (nodesource, nvm): use it; otherwise Debian's.
+if ! command -v node >/dev/null 2>&1 || ! command -v npm >/dev/null 2>&1; then
+    PKGS="$PKGS nodejs npm"
+fi
+# `make bench` also compares against rclone.
+if [ "${1:-}" = "--bench" ]; then
+    PKGS="$PKGS rclone"
+fi
 
 missing=""
 for p in $PKGS; do
@@ -17,8 +28,20 @@ for p in $PKGS; do
     fi
 done
 
+# npm packages go into the tree (tests/tools/node_modules), pinned by package-lock.json.
+npm_deps() {
+    tools="$(dirname "$0")/../tests/tools"
+    if [ ! -d "$tools/node_modules" ] || [ "$tools/package-lock.json" -nt "$tools/node_modules" ]; then
+        echo "deps: installing npm packages into tests/tools/node_modules (s3rver, @smithy/signature-v4)"
+        (cd "$tools" && npm ci --no-audit --no-fund --loglevel=error) && touch "$tools/node_modules"
+    else
+        echo "deps: npm packages present"
+    fi
+}
+
 if [ -z "$missing" ]; then
     echo "deps: all Debian packages present"
+    npm_deps
     exit 0
 fi
 
@@ -36,3 +59,4 @@ export DEBIAN_FRONTEND=noninteractive
 $SUDO apt-get update -q
 # shellcheck disable=SC2086
 $SUDO apt-get install -y -q --no-install-recommends $missing
+npm_deps

@@ -90,7 +90,10 @@ int sl_cached_bytes(sl_t *sl, const char *path, const sl_stat_t *st, uint64_t *b
     sl__err_clear();
     *bytes = 0;
     if ((rc = sl__ns_resolve(sl->ns, path, &r)) < 0) return rc;
-    if (!st && r.mount && (rc = sl__md_stat(&sl->md, &r, &own)) == 0) st = &own;
+    /* A listing's entry may lack the version (web servers' listings): ask for it. */
+    if ((!st || (st->type == SL_TYPE_FILE && !st->version[0])) && r.mount &&
+        (rc = sl__md_stat(&sl->md, &r, &own)) == 0)
+        st = &own;
     if (rc == 0 && r.mount && st->type == SL_TYPE_FILE) {
         struct sl_object o = {.version = st->version, .size = st->size};
         sl__object_ids(&o, r.object_id, sl__cache_page_size(sl->cache));

@@ -8,7 +8,8 @@
  *
  *   cache:  { dir, size, memory, page_size }
  *   mounts: { NAMESPACE_PATH: URI | { uri, endpoint, region, policy, metadata_ttl,
- *                                     access_key, secret_key } }
+ *                                     access_key, secret_key, concurrency, part_size,
+ *                                     retries, retry_time, addressing } }
  *
  * Relative paths (cache.dir, a mount given as ./dir) are relative to the config file's folder.
  */
@@ -229,7 +230,8 @@ static int parse_uri(struct parse *p, const yaml_node_t *n, const char *s, char 
 static int parse_mount(struct parse *p, yaml_node_t *k, yaml_node_t *v, struct sl_mount_cfg *m)
 {
     static const char *const known =
-        "uri, endpoint, region, policy, metadata_ttl, access_key, secret_key";
+        "uri, endpoint, region, policy, metadata_ttl, access_key, secret_key, concurrency, "
+        "part_size, retries, retry_time, addressing";
     const char *path = scalar(k);
     int rc;
 
@@ -237,6 +239,7 @@ static int parse_mount(struct parse *p, yaml_node_t *k, yaml_node_t *v, struct s
     if ((rc = check_mount_path(p, k, path))) return rc;
     if (!(m->path = sl__strdup(path))) return -ENOMEM;
     m->metadata_ttl_ns = SL_TTL_DEFAULT;
+    m->retries = -1;
     m->line = (unsigned)k->start_mark.line + 1;
     m->column = (unsigned)k->start_mark.column + 1;
 
@@ -291,6 +294,40 @@ static int parse_mount(struct parse *p, yaml_node_t *k, yaml_node_t *v, struct s
             if (sl_parse_duration(s, &m->metadata_ttl_ns) < 0)
                 return perr(p, ov, "%s: expected a duration such as 30s, 10m or 1h (0: always "
                                    "revalidate, -1: immutable), got '%s'", ctx, s);
+        } else if (strcmp(key, "concurrency") == 0 || strcmp(key, "retries") == 0) {
+            char *end;
+            bool conc = key[0] == 'c';
+            if ((rc = want_scalar(p, ov, ctx, "a number", &s))) return rc;
+            errno = 0;
+            long n = strtol(s, &end, 10);
+            if (errno || *end || n < (conc ? 1 : 0) || n > (conc ? 1024 : 100))
+                return perr(p, ov, "%s: expected a whole number from %d to %d, got '%s'", ctx,
+                            conc ? 1 : 0, conc ? 1024 : 100, s);
+            if (conc)
+                m->concurrency = (unsigned)n;
+            else
+                m->retries = (int)n;
+        } else if (strcmp(key, "part_size") == 0) {
+            if ((rc = parse_size(p, ov, ctx, &m->part_size))) return rc;
+            /* S3's own bounds: parts of 5 MiB to 5 GiB (the last may be smaller). */
+            if (m->part_size < (5ULL << 20) || m->part_size > (5ULL << 30))
+                return perr(p, ov, "%s: expected a size from 5MiB to 5GiB (S3's limits for a "
+                                   "part), got '%s'", ctx, scalar(ov));
+        } else if (strcmp(key, "retry_time") == 0) {
+            if ((rc = want_scalar(p, ov, ctx, "a duration", &s))) return rc;
+            if (sl_parse_duration(s, &m->retry_time_ns) < 0 || m->retry_time_ns <= 0)
+                return perr(p, ov, "%s: expected a duration such as 500ms, 30s or 2m, got '%s'",
+                            ctx, s);
+        } else if (strcmp(key, "addressing") == 0) {
+            if ((rc = want_scalar(p, ov, ctx, "path or virtual", &s))) return rc;
+            if (strcmp(s, "path") == 0)
+                m->addressing = SL_ADDR_PATH;
+            else if (strcmp(s, "virtual") == 0)
+                m->addressing = SL_ADDR_VIRTUAL;
+            else if (strcmp(s, "auto") == 0)
+                m->addressing = SL_ADDR_AUTO;
+            else
+                return perr(p, ov, "%s: expected path, virtual or auto, got '%s'", ctx, s);
         } else {
             return perr(p, ok, "mounts: %s: unknown key '%s' (expected one of %s)", path, key,
                         known);

@@ -79,6 +79,9 @@ void sl__buf_free(struct sl_buf *b);
 enum sl_policy { SL_POLICY_DEFAULT = 0, SL_POLICY_LRU, SL_POLICY_S3FIFO, SL_POLICY_EPOCH };
 const char *sl__policy_name(enum sl_policy p);
 
+/* S3 bucket addressing: AUTO is virtual-hosted on AWS, path-style on a custom endpoint. */
+enum sl_addressing { SL_ADDR_AUTO = 0, SL_ADDR_PATH, SL_ADDR_VIRTUAL };
+
 #define SL_TTL_DEFAULT INT64_MIN /* metadata_ttl not given: the store's default */
 #define SL_TTL_FOREVER (-1)      /* metadata_ttl: -1, an immutable dataset */
 
@@ -91,7 +94,13 @@ struct sl_mount_cfg {
     char *secret_key;
     enum sl_policy policy;
     int64_t metadata_ttl_ns; /* SL_TTL_DEFAULT, SL_TTL_FOREVER, or >= 0 */
-    unsigned line, column;   /* where it was declared, for later errors */
+    /* Remote stores (S3, HTTP); 0 or negative: the store's default. */
+    unsigned concurrency;  /* requests in flight to the store at once */
+    uint64_t part_size;    /* multipart upload part, and the split of a large ranged read */
+    int retries;           /* attempts after the first; -1: default */
+    int64_t retry_time_ns; /* total time a request may take with its retries; 0: default */
+    enum sl_addressing addressing;
+    unsigned line, column; /* where it was declared, for later errors */
 };
 
 struct sl_config {

@@ -272,6 +272,9 @@ static int snapshot_page(struct sl_md *md, const struct sl_resolved *r, const ui
         MDB_val k = {16 + nlen, key}, v = {pack(&ents[i].st, true, now, 0, 0, buf), buf};
         if ((rc = sl__mdb_err(mdb_put(txn, md->db->dbi[SL_DB_DIRENT], &k, &v, 0))) < 0) goto out;
 
+        /* A file listed without its version (a web server's autoindex) is not a stat result:
+         * opening it must still ask the store which version it is. */
+        if (ents[i].st.type == SL_TYPE_FILE && !ents[i].st.version[0]) continue;
         /* The same id sl__ufs_object_id() gives the child (the root's id has no '/' at the end). */
         char *child = sl__asprintf("%s/%s", r->object_id, ents[i].name);
         if (!child) {

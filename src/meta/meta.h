@@ -27,6 +27,7 @@ struct sl_ns {
     struct sl_mount **direct; /* guarded by lock */
     size_t ndirect;           /* guarded by lock */
     struct sl_counters *ctr;
+    const struct sl_config *cfg; /* outlives the namespace */
 };
 
 /* What a path names. */

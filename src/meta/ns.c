@@ -11,8 +11,9 @@
  * above the root) is refused with SL_E_PATH_ESCAPE rather than quietly landing elsewhere:
  * "/data/../etc" is far more often a mistake or an attack than an intent.
  *
- * Direct URIs (file:///x, later s3://b/k) get an implicit mount per store root, made on first
- * use and kept until the namespace closes.
+ * Direct URIs (file:///x, s3://b/k, https://host/p) get an implicit mount per store root, made
+ * on first use and kept until the namespace closes. It takes the settings (endpoint, keys,
+ * region...) of a configured mount of the same root, if there is one.
  */
 #include <stdio.h>
 #include <stdlib.h>
@@ -71,6 +72,7 @@ int sl__ns_open(const struct sl_config *cfg, struct sl_counters *ctr, struct sl_
     if (!ns) return -ENOMEM;
     pthread_mutex_init(&ns->lock, NULL);
     ns->ctr = ctr;
+    ns->cfg = cfg;
     ns->mounts = calloc(cfg->nmounts ? cfg->nmounts : 1, sizeof(*ns->mounts));
     if (!ns->mounts) {
         sl__ns_close(ns);
@@ -106,6 +108,23 @@ void sl__ns_close(struct sl_ns *ns)
     free(ns);
 }
 
+/* The settings for a direct URI: those of a configured mount of the same store root (so
+ * s3://bucket/x uses the endpoint and keys of the mount of s3://bucket/prefix), else none. */
+static const struct sl_mount_cfg *mount_cfg_of(struct sl_ns *ns, const struct sl_ufs_ops *ops,
+                                               const char *root)
+{
+    for (size_t i = 0; ns->cfg && i < ns->cfg->nmounts; i++) {
+        const struct sl_mount_cfg *mc = &ns->cfg->mounts[i];
+        char *mroot = NULL, *mpath = NULL;
+        if (sl__ufs_find(mc->uri) != ops || ops->split(mc->uri, &mroot, &mpath) < 0) continue;
+        bool same = strcmp(mroot, root) == 0;
+        free(mroot);
+        free(mpath);
+        if (same) return mc;
+    }
+    return NULL;
+}
+
 static int resolve_direct(struct sl_ns *ns, const char *uri, struct sl_resolved *out)
 {
     const struct sl_ufs_ops *ops = sl__ufs_find(uri);
@@ -132,7 +151,7 @@ static int resolve_direct(struct sl_ns *ns, const char *uri, struct sl_resolved 
         if (grown) ns->direct = grown;
         if (!grown || !m) {
             rc = -ENOMEM;
-        } else if ((rc = mount_init(m, root, root, NULL, ns->ctr)) == 0) {
+        } else if ((rc = mount_init(m, root, root, mount_cfg_of(ns, ops, root), ns->ctr)) == 0) {
             ns->direct[ns->ndirect++] = m;
         } else {
             mount_fini(m);

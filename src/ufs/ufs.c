@@ -13,6 +13,9 @@
 
 static const struct sl_ufs_ops *const stores[] = {
     &sl__ufs_local_ops,
+    &sl__ufs_s3_ops,
+    &sl__ufs_http_ops,
+    &sl__ufs_https_ops,
 };
 
 bool sl__uri_scheme(const char *uri, char *scheme, size_t len)
@@ -46,7 +49,7 @@ int sl__ufs_open(const char *uri, const struct sl_mount_cfg *mc, struct sl_count
     if (!ops) {
         if (!sl__uri_scheme(uri, scheme, sizeof(scheme)))
             return sl__err(SL_E_BAD_URI, "%s: not a URI such as file:///data", uri);
-        return sl__err(SL_E_SCHEME, "%s: no under-store for scheme '%s' (this build has: file)",
+        return sl__err(SL_E_SCHEME, "%s: no under-store for scheme '%s' (this build has: file, s3, http, https)",
                        uri, scheme);
     }
     int rc = ops->open(uri, mc, out);

@@ -100,5 +100,8 @@ int sl__ufs_mkdir(struct sl_ufs *u, const char *path);
 
 /* Stores built in. */
 extern const struct sl_ufs_ops sl__ufs_local_ops;
+extern const struct sl_ufs_ops sl__ufs_s3_ops;
+extern const struct sl_ufs_ops sl__ufs_http_ops;
+extern const struct sl_ufs_ops sl__ufs_https_ops;
 
 #endif /* SL_UFS_H */
