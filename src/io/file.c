@@ -19,7 +19,7 @@
 
 #include "io/io.h"
 
-#define RA_MAX_PAGES 16
+#define RA_MAX_PAGES 32
 
 struct ra_task {
     struct sl_file *f;

@@ -20,7 +20,7 @@ struct sl {
     char *cache_dir;      /* NULL when the disk tier is off */
 };
 
-#define SL_POOL_THREADS 4
+#define SL_POOL_THREADS 16
 
 /* One version of an object, as a handle reads it. Immutable once made: a re-pin makes a new one,
  * and reads and read-ahead tasks that took this one keep using it until they drop their

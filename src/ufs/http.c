@@ -199,7 +199,9 @@ static int http_stat(struct sl_ufs *u, const char *path, sl_stat_t *st)
         r = (struct sl_net_req){.method = "HEAD", .url = url, .follow = true};
         rc = sl__net_one(s->net, &r);
     }
-    if (rc || !ok(&r)) {
+    /* A directory the server will not list (403 on PATH/) is still a directory. */
+    bool unlisted_dir = rc == 0 && r.status == 403 && ends_with_slash(r.final_url);
+    if ((rc || !ok(&r)) && !unlisted_dir) {
         rc = http_fail(s, path, &r, rc);
     } else if (!*path || ends_with_slash(r.final_url)) {
         st->type = SL_TYPE_DIR;
@@ -269,6 +271,13 @@ static int http_list_open(struct sl_ufs *u, const char *dir, struct sl_ufs_liste
     struct sl_net_req r = {.method = "GET", .url = url, .headers = headers, .follow = true,
                            .out = &body};
     rc = sl__net_one(s->net, &r);
+    if (rc == 0 && r.status == 403) {
+        /* What a server that does not index directories answers (nginx without autoindex). */
+        rc = sl__err(-EACCES, "%s: the server does not list this directory (HTTP 403; for nginx: "
+                              "autoindex on; autoindex_format json;); its files can still be "
+                              "read by name", url);
+        goto out;
+    }
     if (rc || !ok(&r)) {
         rc = http_fail(s, dir, &r, rc);
         goto out;

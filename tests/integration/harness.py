@@ -169,3 +169,177 @@ class SluiceCase(unittest.TestCase):
 
 def main():
     unittest.main(verbosity=2)
+
+
+# ---- real servers: S3 (s3rver behind a SigV4-checking front), nginx, the throttle ----
+
+TOOLS = os.path.abspath(os.path.join(HERE, "..", "tools"))
+AWS_CLI = "/usr/bin/aws"  # Debian's awscli, whatever else is first on PATH
+TEST_KEY = "sluice-test-key"
+TEST_SECRET = "secret with spaces/+=%&?~"  # known to tests/tools/s3front.js
+
+
+def free_port():
+    import socket
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class Server:
+    """A server process of the tests, on 127.0.0.1; stopped by stop() (tearDown)."""
+
+    def __init__(self, argv, cwd=None, ready_line=True, port=None, env=None):
+        import time
+        self.proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                     cwd=cwd, text=True, env=env)
+        if ready_line:
+            line = self.proc.stdout.readline()
+            if not line.startswith("PORT "):
+                self.proc.kill()
+                raise RuntimeError(f"{argv[:2]} did not start: {line!r} {self.proc.stderr.read()!r}")
+            self.port = int(line.split()[1])
+        else:
+            import socket
+            self.port = port
+            deadline = time.monotonic() + 20
+            while True:
+                try:
+                    socket.create_connection(("127.0.0.1", port), timeout=1).close()
+                    break
+                except OSError:
+                    if self.proc.poll() is not None or time.monotonic() > deadline:
+                        raise RuntimeError(f"{argv[0]} did not start: {self.proc.stderr.read()!r}")
+                    time.sleep(0.05)
+        self.url = f"http://127.0.0.1:{self.port}"
+
+    def stop(self):
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        for f in (self.proc.stdout, self.proc.stderr):
+            if f:
+                f.close()
+
+
+class RemoteCase(SluiceCase):
+    """A SluiceCase that can start an S3 store, nginx and throttles of its own."""
+
+    def setUp(self):
+        super().setUp()
+        self.servers = []
+
+    def tearDown(self):
+        for s in reversed(self.servers):
+            s.stop()
+        super().tearDown()
+
+    def front_stats(self, s3):
+        import urllib.request
+        with urllib.request.urlopen(f"{s3.url}/__front__/stats", timeout=10) as r:
+            return json.loads(r.read())
+
+    def start_s3(self, *buckets, refuse_part=None):
+        # s3rver's listing continuation tokens use DES, which OpenSSL 3 keeps in its legacy
+        # provider: without it, any listing longer than one page fails inside s3rver.
+        argv = ["node", "--openssl-legacy-provider", os.path.join(TOOLS, "s3front.js"),
+                "--dir", os.path.join(self.tmp, "s3rver")]
+        for b in buckets:
+            argv += ["--bucket", b]
+        if refuse_part:
+            argv += ["--refuse-part", str(refuse_part)]
+        s = Server(argv)
+        self.servers.append(s)
+        return s
+
+    def start_throttle(self, upstream, latency_ms=0, bandwidth=None, concurrency=None,
+                       fail_every=None, drop_every=None):
+        argv = ["node", os.path.join(TOOLS, "throttle.js"), "--upstream", upstream.url,
+                "--latency-ms", str(latency_ms)]
+        for flag, v in (("--bandwidth", bandwidth), ("--concurrency", concurrency),
+                        ("--fail-every", fail_every), ("--drop-every", drop_every)):
+            if v is not None:
+                argv += [flag, str(v)]
+        s = Server(argv)
+        self.servers.append(s)
+        return s
+
+    def throttle_stats(self, throttle):
+        import urllib.request
+        with urllib.request.urlopen(f"{throttle.url}/__throttle__/stats", timeout=10) as r:
+            return json.loads(r.read())
+
+    def start_nginx(self, root, json_index=True):
+        port = free_port()
+        conf = os.path.join(self.tmp, f"nginx-{port}.conf")
+        prefix = os.path.join(self.tmp, f"nginx-{port}")
+        os.makedirs(prefix, exist_ok=True)
+        index = "autoindex on; autoindex_format json;" if json_index else "autoindex off;"
+        with open(conf, "w") as f:
+            f.write(f"""daemon off;
+master_process off;
+worker_processes 1;
+pid {prefix}/nginx.pid;
+error_log {prefix}/error.log;
+events {{ worker_connections 256; }}
+http {{
+    access_log off;
+    client_body_temp_path {prefix}/body;
+    proxy_temp_path {prefix}/proxy;
+    fastcgi_temp_path {prefix}/fastcgi;
+    uwsgi_temp_path {prefix}/uwsgi;
+    scgi_temp_path {prefix}/scgi;
+    types {{ application/octet-stream bin; }}
+    server {{
+        listen 127.0.0.1:{port};
+        root {root};
+        location / {{ {index} }}
+    }}
+}}
+""")
+        s = Server(["nginx", "-c", conf, "-p", prefix], ready_line=False, port=port)
+        self.servers.append(s)
+        return s
+
+    def aws_env(self, endpoint=None):
+        env = self.env()
+        env.update(AWS_ACCESS_KEY_ID=TEST_KEY, AWS_SECRET_ACCESS_KEY=TEST_SECRET,
+                   AWS_DEFAULT_REGION="us-east-1", AWS_EC2_METADATA_DISABLED="true",
+                   AWS_PAGER="")
+        env.pop("AWS_PROFILE", None)
+        return env
+
+    def aws(self, server, *args, check=True, timeout=TIMEOUT):
+        argv = [AWS_CLI, "--endpoint-url", server.url] + [str(a) for a in args]
+        r = subprocess.run(argv, capture_output=True, timeout=timeout, env=self.aws_env(),
+                           cwd=self.tmp)
+        if check and r.returncode != 0:
+            self.fail(f"{' '.join(argv)}: exit {r.returncode}: {r.stderr.decode(errors='replace')}")
+        return r
+
+    def s3_config(self, server, uri, name="sluice.yaml", extra_mount="", mounts_extra=None,
+                  **kw):
+        """A config with /s3 mounted from server (and any other mounts given)."""
+        lines = ["cache:", f"  dir: {self.cache}", f"  size: {kw.get('size', self.cache_size)}",
+                 f"  memory: {kw.get('memory', self.cache_memory)}", "mounts:",
+                 "  /s3:", f"    uri: {uri}", f"    endpoint: {server.url}"]
+        lines += ["    " + l for l in extra_mount.splitlines() if l.strip()]
+        for point, spec in (mounts_extra or {}).items():
+            lines.append(f"  {point}: {spec}")
+        path = os.path.join(self.tmp, name)
+        with open(path, "w") as f:
+            f.write("\n".join(lines) + "\n")
+        return path
+
+    def env(self):
+        env = super().env()
+        for k in list(env):
+            if k.startswith("AWS_"):
+                del env[k]
+        env.update(AWS_ACCESS_KEY_ID=TEST_KEY, AWS_SECRET_ACCESS_KEY=TEST_SECRET,
+                   AWS_EC2_METADATA_DISABLED="true")
+        return env

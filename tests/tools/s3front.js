@@ -7,8 +7,11 @@
 // The front also checks x-amz-content-sha256 against the body, as S3 does: a body damaged on
 // the way, or a payload hash signed wrongly, is refused (XAmzContentSHA256Mismatch).
 //
-// Usage: node s3front.js --dir DIR [--port N] [--bucket NAME]...
+// Usage: node --openssl-legacy-provider s3front.js --dir DIR [--port N] [--bucket NAME]...
+// (s3rver's listing continuation tokens use DES, which OpenSSL 3 keeps in its legacy provider.)
 // Prints "PORT n" on stdout once it listens on 127.0.0.1 (port 0: any free port).
+// GET /__front__/stats answers the count of each S3 operation seen, as JSON.
+// --refuse-part N answers UploadPart number N with a final 400 (to test aborted uploads).
 // Credentials it knows: S3RVER / S3RVER (s3rver's own) and the pairs of KEYS below.
 'use strict';
 const http = require('http');
@@ -119,14 +122,32 @@ async function check(req, body) {
   return null;
 }
 
+// The S3 operation a request is, for the counters.
+function operation(req) {
+  const q = req.url.indexOf('?') < 0 ? '' : req.url.slice(req.url.indexOf('?') + 1);
+  const has = (k) => new RegExp(`(^|&)${k}(=|&|$)`).test(q);
+  switch (req.method) {
+    case 'POST': return has('uploads') ? 'CreateMultipartUpload' : has('uploadId') ? 'CompleteMultipartUpload' : 'Post';
+    case 'PUT': return has('partNumber') ? 'UploadPart' : req.headers['x-amz-copy-source'] ? 'CopyObject' : 'PutObject';
+    case 'DELETE': return has('uploadId') ? 'AbortMultipartUpload' : 'DeleteObject';
+    case 'HEAD': return 'HeadObject';
+    default: return has('list-type') ? 'ListObjectsV2' : /^\/[^/]+\/?(\?|$)/.test(req.url) ? 'ListObjects' : 'GetObject';
+  }
+}
+
 async function main() {
   const backend = new S3rver({ port: 0, address: '127.0.0.1', silent: true, directory: dir,
                                configureBuckets: args('--bucket').map((name) => ({ name })) });
   const { port: backendPort } = await backend.run();
   const agent = new http.Agent({ keepAlive: true, maxSockets: 256 });
-  let counts = { requests: 0, refused: 0 };
+  const counts = { requests: 0, refused: 0 };
+  const refusePart = Number(arg('--refuse-part', 0));
 
   const front = http.createServer((req, res) => {
+    if (req.url === '/__front__/stats') {
+      res.writeHead(200, { 'Content-Type': 'application/json' });
+      return res.end(JSON.stringify(counts));
+    }
     const chunks = [];
     req.on('data', (c) => chunks.push(c));
     req.on('end', async () => {
@@ -135,6 +156,10 @@ async function main() {
       let refusal;
       try { refusal = await check(req, body); } catch (e) { refusal = [500, 'InternalError', String(e)]; }
       if (refusal) { counts.refused++; return xmlError(res, ...refusal); }
+      const op = operation(req);
+      counts[op] = (counts[op] || 0) + 1;
+      if (op === 'UploadPart' && refusePart && new RegExp(`partNumber=${refusePart}(&|$)`).test(req.url))
+        return xmlError(res, 400, 'InvalidArgument', `Part ${refusePart} refused by the test front`);
       const up = http.request({ host: '127.0.0.1', port: backendPort, method: req.method, path: req.url,
                                 headers: { ...req.headers, 'content-length': body.length }, agent }, (ur) => {
         res.writeHead(ur.statusCode, ur.headers);
