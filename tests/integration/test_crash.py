@@ -18,8 +18,12 @@ class CrashTest(SluiceCase):
         files = self.page_files()
         tmp = [p for p, _ in files if p.startswith(os.path.join(self.cache, "tmp") + "/")]
         self.assertEqual(tmp, [], "temp files of the killed process are cleaned up")
-        self.assertEqual(len(files), s["pages_cached"], "one file per indexed page")
-        self.assertEqual(sum(b for _, b in files), s["bytes_cached"])
+        # Every page file is indexed. The converse may not hold: eviction unlinks its files
+        # just before its commit (so the hard limit holds at every instant), and a kill in
+        # between leaves records without files, which are read as misses and dropped
+        # (src/cache/disk.c). Never a file without a record: that would be space nobody owns.
+        self.assertLessEqual(len(files), s["pages_cached"], "a page file nobody indexed")
+        self.assertLessEqual(sum(b for _, b in files), s["bytes_cached"])
         self.assertLessEqual(s["bytes_cached"], s["capacity_bytes"])
         return s
 
