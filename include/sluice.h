@@ -134,6 +134,17 @@ typedef int (*sl_list_cb)(void *arg, const sl_dirent_t *ent);
  * store page by page; nothing holds the whole listing in memory. */
 SL_EXPORT int sl_list(sl_t *sl, const char *path, sl_list_cb cb, void *arg);
 
+/* Called once per directory of a walk, in depth-first order, with the directory's entries
+ * sorted by name (dir is its path, as the walk's path is spelled; ents are valid during the
+ * call only). Return non-zero to stop the walk: sl_walk then returns that value. */
+typedef int (*sl_walk_cb)(void *arg, const char *dir, const sl_dirent_t *ents, size_t n);
+
+/* Lists the directory tree at path. Directories are listed in parallel (many listing requests
+ * in flight, which is what makes a remote tree fast to walk), but reported one at a time, in
+ * order, from the calling thread, each as soon as it and those before it are listed. Stops at
+ * the first error. -ENOTDIR when path is a file. */
+SL_EXPORT int sl_walk(sl_t *sl, const char *path, sl_walk_cb cb, void *arg);
+
 /* ---- reading --------------------------------------------------------------------------------- */
 
 typedef struct sl_file sl_file_t;

@@ -80,8 +80,9 @@ void cli_entries_free(struct cli_entry *ents, size_t n);
 /* dir + "/" + name, without doubling the '/'. Caller frees. */
 char *cli_join(const char *dir, const char *name);
 
-/* Recursively collects the regular files below path (or path itself if it is a file), in name
- * order: calls cb with each file's path and metadata. */
+/* Recursively collects the regular files below path (or path itself if it is a file): calls cb
+ * with each file's path and metadata, in `ls -R` order (a directory's files by name, then its
+ * subdirectories, depth first). Directories are listed in parallel (sl_walk). */
 typedef int (*cli_walk_cb)(void *arg, const char *path, const sl_stat_t *st);
 int cli_walk(sl_t *sl, const char *path, bool recursive, cli_walk_cb cb, void *arg);
 

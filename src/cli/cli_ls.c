@@ -25,6 +25,7 @@ struct ls {
     sl_t *sl;
     bool lng, recursive, json;
     int err;
+    size_t walked; /* directories printed by this ls -R */
 };
 
 static void mode_string(const sl_stat_t *st, char out[11])
@@ -75,40 +76,49 @@ static void print_entry(struct ls *ls, const char *path, const char *name, const
            st->type == SL_TYPE_DIR ? "/" : "");
 }
 
-static int list_dir(struct ls *ls, const char *path, bool header)
+/* One directory's entries, already sorted by name. */
+static int print_dir(struct ls *ls, const char *path, const sl_dirent_t *ents, size_t n,
+                     bool header)
 {
-    struct cli_entry *ents;
-    size_t n;
-    int rc = cli_list_sorted(ls->sl, path, &ents, &n);
-    if (rc < 0) return cli_error(rc, path);
-
     if (header && !ls->json) printf("%s:\n", path);
     for (size_t i = 0; i < n; i++) {
         char *child = cli_join(path, ents[i].name);
-        if (!child) {
-            cli_entries_free(ents, n);
-            return cli_error(-ENOMEM, path);
-        }
+        if (!child) return -ENOMEM;
         print_entry(ls, child, ents[i].name, &ents[i].st);
         free(child);
     }
-    int code = CLI_OK;
+    return 0;
+}
+
+/* ls -R: every directory below, listed in parallel, printed in order. */
+static int print_walked(void *arg, const char *dir, const sl_dirent_t *ents, size_t n)
+{
+    struct ls *ls = arg;
+    if (ls->walked++ && !ls->json) printf("\n");
+    return print_dir(ls, dir, ents, n, true);
+}
+
+static int list_dir(struct ls *ls, const char *path, bool header)
+{
     if (ls->recursive) {
-        for (size_t i = 0; i < n; i++) {
-            if (ents[i].st.type != SL_TYPE_DIR) continue;
-            char *child = cli_join(path, ents[i].name);
-            if (!child) {
-                code = cli_error(-ENOMEM, path);
-                break;
-            }
-            if (!ls->json) printf("\n");
-            int c = list_dir(ls, child, true);
-            if (c) code = c;
-            free(child);
-        }
+        ls->walked = 0;
+        int rc = sl_walk(ls->sl, path, print_walked, ls);
+        return rc < 0 ? cli_error(rc, path) : CLI_OK;
     }
+    struct cli_entry *ents;
+    size_t n;
+    int rc = cli_list_sorted(ls->sl, path, &ents, &n); /* sorted by name */
+    if (rc < 0) return cli_error(rc, path);
+    sl_dirent_t *de = n ? calloc(n, sizeof(*de)) : NULL;
+    if (n && !de) {
+        cli_entries_free(ents, n);
+        return cli_error(-ENOMEM, path);
+    }
+    for (size_t i = 0; i < n; i++) de[i] = (sl_dirent_t){.name = ents[i].name, .st = ents[i].st};
+    rc = print_dir(ls, path, de, n, header);
+    free(de);
     cli_entries_free(ents, n);
-    return code;
+    return rc < 0 ? cli_error(rc, path) : CLI_OK;
 }
 
 int cli_ls(struct cli *cli, int argc, char **argv)

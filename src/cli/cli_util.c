@@ -179,23 +179,23 @@ void cli_entries_free(struct cli_entry *ents, size_t n)
     free(ents);
 }
 
-static int walk_dir(sl_t *sl, const char *dir, cli_walk_cb cb, void *arg)
+struct walk_files {
+    cli_walk_cb cb;
+    void *arg;
+};
+
+/* The files of each directory, in name order (sl_walk lists the directories in parallel). */
+static int walk_files(void *arg, const char *dir, const sl_dirent_t *ents, size_t n)
 {
-    struct cli_entry *ents;
-    size_t n;
-    int rc = cli_list_sorted(sl, dir, &ents, &n);
-    if (rc < 0) return rc;
+    struct walk_files *wf = arg;
+    int rc = 0;
     for (size_t i = 0; i < n && rc == 0; i++) {
+        if (ents[i].st.type == SL_TYPE_DIR) continue;
         char *child = cli_join(dir, ents[i].name);
-        if (!child) {
-            rc = -ENOMEM;
-            break;
-        }
-        rc = ents[i].st.type == SL_TYPE_DIR ? walk_dir(sl, child, cb, arg)
-                                            : cb(arg, child, &ents[i].st);
+        if (!child) return -ENOMEM;
+        rc = wf->cb(wf->arg, child, &ents[i].st);
         free(child);
     }
-    cli_entries_free(ents, n);
     return rc;
 }
 
@@ -206,5 +206,6 @@ int cli_walk(sl_t *sl, const char *path, bool recursive, cli_walk_cb cb, void *a
     if (rc < 0) return rc;
     if (st.type == SL_TYPE_FILE) return cb(arg, path, &st);
     if (!recursive) return -EISDIR;
-    return walk_dir(sl, path, cb, arg);
+    struct walk_files wf = {.cb = cb, .arg = arg};
+    return sl_walk(sl, path, walk_files, &wf);
 }
