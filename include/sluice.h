@@ -136,13 +136,16 @@ SL_EXPORT int sl_list(sl_t *sl, const char *path, sl_list_cb cb, void *arg);
 
 /* Called once per directory of a walk, in depth-first order, with the directory's entries
  * sorted by name (dir is its path, as the walk's path is spelled; ents are valid during the
- * call only). Return non-zero to stop the walk: sl_walk then returns that value. */
-typedef int (*sl_walk_cb)(void *arg, const char *dir, const sl_dirent_t *ents, size_t n);
+ * call only). A directory that could not be listed comes with err < 0 (sl_errmsg(err) says
+ * why) and no entries. Return non-zero to stop the walk (sl_walk then returns that value), 0
+ * to go on: `ls -R` reports and goes on, `cp -r` stops. */
+typedef int (*sl_walk_cb)(void *arg, const char *dir, int err, const sl_dirent_t *ents,
+                          size_t n);
 
 /* Lists the directory tree at path. Directories are listed in parallel (many listing requests
  * in flight, which is what makes a remote tree fast to walk), but reported one at a time, in
- * order, from the calling thread, each as soon as it and those before it are listed. Stops at
- * the first error. -ENOTDIR when path is a file. */
+ * order, from the calling thread, each as soon as it and those before it are listed. Fails
+ * with -ENOTDIR when path is a file, or with what the callback returned. */
 SL_EXPORT int sl_walk(sl_t *sl, const char *path, sl_walk_cb cb, void *arg);
 
 /* ---- reading --------------------------------------------------------------------------------- */

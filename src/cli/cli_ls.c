@@ -26,6 +26,7 @@ struct ls {
     bool lng, recursive, json;
     int err;
     size_t walked; /* directories printed by this ls -R */
+    int code;      /* its exit code so far */
 };
 
 static void mode_string(const sl_stat_t *st, char out[11])
@@ -90,10 +91,17 @@ static int print_dir(struct ls *ls, const char *path, const sl_dirent_t *ents, s
     return 0;
 }
 
-/* ls -R: every directory below, listed in parallel, printed in order. */
-static int print_walked(void *arg, const char *dir, const sl_dirent_t *ents, size_t n)
+/* ls -R: every directory below, listed in parallel, printed in order. One that cannot be
+ * listed is reported, and the rest still listed, as ls(1) does. */
+static int print_walked(void *arg, const char *dir, int err, const sl_dirent_t *ents, size_t n)
 {
     struct ls *ls = arg;
+    if (err < 0) {
+        fflush(stdout);
+        int code = cli_error(err, dir);
+        if (code > ls->code) ls->code = code;
+        return 0;
+    }
     if (ls->walked++ && !ls->json) printf("\n");
     return print_dir(ls, dir, ents, n, true);
 }
@@ -102,8 +110,9 @@ static int list_dir(struct ls *ls, const char *path, bool header)
 {
     if (ls->recursive) {
         ls->walked = 0;
+        ls->code = CLI_OK;
         int rc = sl_walk(ls->sl, path, print_walked, ls);
-        return rc < 0 ? cli_error(rc, path) : CLI_OK;
+        return rc < 0 ? cli_error(rc, path) : ls->code;
     }
     struct cli_entry *ents;
     size_t n;

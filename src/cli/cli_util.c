@@ -185,10 +185,11 @@ struct walk_files {
 };
 
 /* The files of each directory, in name order (sl_walk lists the directories in parallel). */
-static int walk_files(void *arg, const char *dir, const sl_dirent_t *ents, size_t n)
+static int walk_files(void *arg, const char *dir, int err, const sl_dirent_t *ents, size_t n)
 {
     struct walk_files *wf = arg;
     int rc = 0;
+    if (err < 0) return err; /* a copy or a load of a tree with a hole in it is not done */
     for (size_t i = 0; i < n && rc == 0; i++) {
         if (ents[i].st.type == SL_TYPE_DIR) continue;
         char *child = cli_join(dir, ents[i].name);

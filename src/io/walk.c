@@ -113,6 +113,15 @@ static int list_task(void *arg)
     pthread_mutex_unlock(&w->lock);
     int rc = stop ? SL_E_USAGE : sl_list(w->sl, node->path, collect_cb, &c);
     if (rc == 0 && c.n) qsort(c.ents, c.n, sizeof(*c.ents), by_name);
+    /* Whatever a store lists, "." and ".." are not children: they would walk in circles. */
+    size_t kept = 0;
+    for (size_t i = 0; i < c.n; i++) {
+        if (strcmp(c.ents[i].name, ".") == 0 || strcmp(c.ents[i].name, "..") == 0)
+            free((char *)c.ents[i].name);
+        else
+            c.ents[kept++] = c.ents[i];
+    }
+    c.n = kept;
     for (size_t i = 0; i < c.n && rc == 0; i++)
         nkids += c.ents[i].st.type == SL_TYPE_DIR;
     if (rc == 0 && nkids && !(kids = calloc(nkids, sizeof(*kids)))) rc = -ENOMEM;
@@ -153,9 +162,11 @@ static int report(struct walk *w, struct walk_node *node, sl_walk_cb cb, void *a
     pthread_mutex_lock(&w->lock);
     while (!node->listed) pthread_cond_wait(&w->listed, &w->lock);
     pthread_mutex_unlock(&w->lock);
-    if (node->rc < 0)
-        return node->errmsg ? sl__err(node->rc, "%s", node->errmsg) : node->rc;
-    int rc = cb(arg, node->path, node->ents, node->n);
+    if (node->rc < 0) {
+        if (node->errmsg) sl__err(node->rc, "%s", node->errmsg);
+        return cb(arg, node->path, node->rc, NULL, 0);
+    }
+    int rc = cb(arg, node->path, 0, node->ents, node->n);
     free_ents(node->ents, node->n);
     node->ents = NULL;
     node->n = 0;

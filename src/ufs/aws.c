@@ -77,19 +77,24 @@ static const char *profile_name(void)
     return p ? p : "default";
 }
 
-/* key from the profile: the credentials file first, then the config file. */
-static char *profile_get(const char *key, bool creds_file_too, char **where)
+enum { IN_CREDENTIALS = 1, IN_CONFIG = 2 };
+
+/* key from the profile: in the credentials file, then in the config file (as `in` allows).
+ * *found (may be NULL) says which file had it. */
+static char *profile_get(const char *key, int in, char **where, int *found)
 {
     const char *prof = profile_name();
     char *v = NULL, *file;
 
-    if (creds_file_too && (file = aws_file("AWS_SHARED_CREDENTIALS_FILE", "credentials"))) {
+    if ((in & IN_CREDENTIALS) && (file = aws_file("AWS_SHARED_CREDENTIALS_FILE", "credentials"))) {
         v = ini_get(file, prof, key);
         if (v && where) *where = sl__asprintf("profile %s in %s", prof, file);
         free(file);
+        if (v && found) *found = IN_CREDENTIALS;
         if (v) return v;
     }
-    if ((file = aws_file("AWS_CONFIG_FILE", "config"))) {
+    if ((in & IN_CONFIG) && (file = aws_file("AWS_CONFIG_FILE", "config"))) {
+        if (found) *found = IN_CONFIG;
         char *section = strcmp(prof, "default") == 0 ? sl__strdup("default")
                                                      : sl__asprintf("profile %s", prof);
         if (section) v = ini_get(file, section, key);
@@ -104,6 +109,11 @@ int sl__aws_resolve(const struct sl_mount_cfg *mc, struct sl_aws *out)
 {
     memset(out, 0, sizeof(*out));
 
+    if (mc && (!mc->access_key) != (!mc->secret_key))
+        return sl__err(SL_E_CONFIG, "mounts: %s: has %s but no %s (give both, or neither to use "
+                       "the AWS environment and files)", mc->path,
+                       mc->access_key ? "access_key" : "secret_key",
+                       mc->access_key ? "secret_key" : "access_key");
     if (mc && mc->access_key && mc->secret_key) {
         out->access_key = sl__strdup(mc->access_key);
         out->secret_key = sl__strdup(mc->secret_key);
@@ -115,11 +125,12 @@ int sl__aws_resolve(const struct sl_mount_cfg *mc, struct sl_aws *out)
         out->source = sl__strdup("AWS_ACCESS_KEY_ID");
     } else {
         char *where = NULL;
-        out->access_key = profile_get("aws_access_key_id", true, &where);
+        int in = 0;
+        out->access_key = profile_get("aws_access_key_id", IN_CREDENTIALS | IN_CONFIG, &where, &in);
         if (out->access_key) {
-            /* The secret and token come from the same place as the key id. */
-            out->secret_key = profile_get("aws_secret_access_key", true, NULL);
-            out->session_token = profile_get("aws_session_token", true, NULL);
+            /* The secret and token come from the same file as the key id. */
+            out->secret_key = profile_get("aws_secret_access_key", in, NULL, NULL);
+            out->session_token = profile_get("aws_session_token", in, NULL, NULL);
             out->source = where;
         }
         if (out->access_key && !out->secret_key) {
@@ -132,7 +143,7 @@ int sl__aws_resolve(const struct sl_mount_cfg *mc, struct sl_aws *out)
 
     const char *r = mc && mc->region ? mc->region : env("AWS_REGION");
     if (!r) r = env("AWS_DEFAULT_REGION");
-    out->region = r ? sl__strdup(r) : profile_get("region", false, NULL);
+    out->region = r ? sl__strdup(r) : profile_get("region", IN_CONFIG, NULL, NULL);
     if (!out->region) out->region = sl__strdup("us-east-1");
 
     const char *e = mc && mc->endpoint ? mc->endpoint : env("AWS_ENDPOINT_URL_S3");

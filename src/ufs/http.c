@@ -209,9 +209,23 @@ static int http_stat(struct sl_ufs *u, const char *path, sl_stat_t *st)
         st->mtime_ns = sl__net_parse_time(r.last_modified);
     } else {
         st->type = SL_TYPE_FILE;
-        st->size = r.content_length >= 0 ? (uint64_t)r.content_length : 0;
         st->mtime_ns = sl__net_parse_time(r.last_modified);
         st->mode = 0444;
+        if (r.content_length >= 0) {
+            st->size = (uint64_t)r.content_length;
+        } else {
+            /* No length in the HEAD reply (a dynamic page): one byte's Content-Range says. */
+            char byte;
+            struct sl_net_req g = {.method = "GET", .url = url, .follow = true, .range = true,
+                                   .range_len = 1, .dst = &byte};
+            rc = sl__net_one(s->net, &g);
+            if (rc || (g.status != 206 && g.status != 416) || g.total_size < 0)
+                rc = rc ? http_fail(s, path, &g, rc)
+                        : sl__err(SL_E_BAD_REPLY, "%s%s: the server does not say how large the "
+                                  "file is (no Content-Length, no ranges)", s->base_url, path);
+            else
+                st->size = (uint64_t)g.total_size;
+        }
         version_of(&r, st->size, st->version, sizeof(st->version));
     }
     free(url);

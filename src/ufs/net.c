@@ -1,9 +1,11 @@
 /*
  * net.c - HTTP transfers for the remote stores, on libcurl.
  *
- * Connections: every transfer of a store shares one connection cache, DNS cache and TLS
- * session cache (a curl share handle), so a connection opened by one thread is reused by the
- * next request of any thread: after warm-up, a request costs one round trip, not three.
+ * Connections: a run of requests goes on a curl multi handle taken from the store's stack of
+ * them and put back after, with its connection cache: the next run reuses its kept-alive
+ * connections, so after warm-up a request costs one round trip, not three. (libcurl does not
+ * support one connection cache used by concurrent threads, so each concurrent run has its own
+ * multi handle; DNS answers and TLS sessions are shared by all, through a share handle.)
  * Easy handles are kept on a free list and reset between uses.
  *
  * Concurrency: at most cfg.concurrency transfers of a store are in flight at once, over all
@@ -44,6 +46,7 @@
 #define CONNECT_TIMEOUT_MS 5000L
 #define STALL_SECONDS 30L /* a transfer moving no byte for this long is dead */
 #define ERRBODY_MAX (16U << 10)
+#define MAX_SECONDS 9000000000LL /* nanoseconds since 1970 fit an int64 until 2262 */
 
 enum { ST_WAITING = 0, ST_ACTIVE, ST_DONE };
 
@@ -58,6 +61,8 @@ struct sl_net {
     unsigned in_flight; /* guarded by lock */
     CURL **idle;        /* guarded by lock: easy handles not in use */
     size_t nidle;       /* guarded by lock */
+    CURLM **multis;     /* guarded by lock: multi handles (and their connections) not in use */
+    size_t nmultis, cap_multis; /* guarded by lock */
 };
 
 static pthread_once_t global_once = PTHREAD_ONCE_INIT;
@@ -117,7 +122,6 @@ int sl__net_open(const struct sl_net_cfg *cfg, struct sl_net **out)
     curl_share_setopt(net->share, CURLSHOPT_USERDATA, net);
     curl_share_setopt(net->share, CURLSHOPT_SHARE, CURL_LOCK_DATA_DNS);
     curl_share_setopt(net->share, CURLSHOPT_SHARE, CURL_LOCK_DATA_SSL_SESSION);
-    curl_share_setopt(net->share, CURLSHOPT_SHARE, CURL_LOCK_DATA_CONNECT);
     *out = net;
     return 0;
 }
@@ -126,6 +130,8 @@ void sl__net_close(struct sl_net *net)
 {
     if (!net) return;
     for (size_t i = 0; i < net->nidle; i++) curl_easy_cleanup(net->idle[i]);
+    for (size_t i = 0; i < net->nmultis; i++) curl_multi_cleanup(net->multis[i]);
+    free(net->multis);
     if (net->share) curl_share_cleanup(net->share);
     free(net->idle);
     free((char *)net->cfg.sigv4);
@@ -174,6 +180,37 @@ static void give_handle(struct sl_net *net, CURL *h)
     pthread_mutex_unlock(&net->lock);
 }
 
+/* A multi handle with its kept-alive connections, or a new one; NULL on ENOMEM. */
+static CURLM *take_multi(struct sl_net *net)
+{
+    CURLM *m = NULL;
+    pthread_mutex_lock(&net->lock);
+    if (net->nmultis) m = net->multis[--net->nmultis];
+    pthread_mutex_unlock(&net->lock);
+    if (!m && (m = curl_multi_init()))
+        curl_multi_setopt(m, CURLMOPT_MAXCONNECTS, (long)net->cfg.concurrency);
+    return m;
+}
+
+static void give_multi(struct sl_net *net, CURLM *m)
+{
+    pthread_mutex_lock(&net->lock);
+    if (net->nmultis == net->cap_multis) {
+        size_t cap = net->cap_multis ? 2 * net->cap_multis : 8;
+        CURLM **grown = realloc(net->multis, cap * sizeof(*grown));
+        if (grown) {
+            net->multis = grown;
+            net->cap_multis = cap;
+        }
+    }
+    if (net->nmultis < net->cap_multis) {
+        net->multis[net->nmultis++] = m;
+        m = NULL;
+    }
+    pthread_mutex_unlock(&net->lock);
+    if (m) curl_multi_cleanup(m);
+}
+
 /* ---- callbacks ---- */
 
 static void copy_value(char *dst, size_t cap, const char *v, size_t n)
@@ -190,7 +227,7 @@ static void reset_reply(struct sl_net_req *r)
     r->etag[0] = r->last_modified[0] = r->content_type[0] = r->location[0] = '\0';
     r->final_url[0] = '\0';
     r->err_code[0] = r->err_msg[0] = '\0';
-    r->content_length = r->total_size = -1;
+    r->content_length = r->total_size = r->range_start = -1;
     r->p.errbody.len = 0;
     if (r->p.errbody.data) r->p.errbody.data[0] = '\0';
     if (r->out) r->out->len = 0;
@@ -216,8 +253,10 @@ static size_t on_header(char *line, size_t size, size_t n, void *arg)
     while (v < line + len && (*v == ' ' || *v == '\t')) v++;
     size_t vlen = (size_t)(line + len - v);
 #define IS(name) (nlen == sizeof(name) - 1 && strncasecmp(line, name, nlen) == 0)
-    if (IS("ETag"))
-        copy_value(r->etag, sizeof(r->etag), v, vlen);
+    if (IS("ETag")) {
+        /* One that does not fit would be truncated, and never match again: treat as absent. */
+        if (vlen + 1 <= sizeof(r->etag)) copy_value(r->etag, sizeof(r->etag), v, vlen);
+    }
     else if (IS("Last-Modified"))
         copy_value(r->last_modified, sizeof(r->last_modified), v, vlen);
     else if (IS("Content-Type"))
@@ -227,7 +266,10 @@ static size_t on_header(char *line, size_t size, size_t n, void *arg)
     else if (IS("Content-Length"))
         r->content_length = strtoll(v, NULL, 10);
     else if (IS("Content-Range")) {
+        /* "bytes FIRST-LAST/TOTAL" (TOTAL may be '*') */
         const char *slash = memchr(v, '/', vlen);
+        if (vlen > 6 && strncasecmp(v, "bytes ", 6) == 0 && v[6] >= '0' && v[6] <= '9')
+            r->range_start = strtoll(v + 6, NULL, 10);
         if (slash && slash[1] != '*') r->total_size = strtoll(slash + 1, NULL, 10);
     }
 #undef IS
@@ -246,20 +288,26 @@ static size_t on_body(char *data, size_t size, size_t n, void *arg)
         return len;
     }
     if (!r->dst) {
+        if (!r->out) return len; /* a reply body nobody asked for (a PUT's "OK" page) */
         if (r->out->len + len > SL_NET_MAX_BODY) {
             r->p.overflow = true;
             return 0;
         }
         return sl__buf_append(r->out, data, len) < 0 ? 0 : len;
     }
-    /* A ranged GET. A server that ignores Range answers 200 with the whole object: drop what
-     * comes before the range (or before what an earlier attempt already has). */
-    size_t used = 0;
-    if (r->status == 200 && r->p.skip) {
-        size_t s = (size_t)SL_MIN((uint64_t)len, r->p.skip);
-        r->p.skip -= s;
-        used = s;
+    /* A ranged GET. Its bytes must start where we asked, or they would land at the wrong
+     * offset: a 206 must say so in its Content-Range. A server that ignores Range answers 200
+     * with the whole object: fine from the start of it (the first page), but anywhere else it
+     * would cost the whole object per page, so that is refused rather than slowly served. */
+    if (r->status == 206 && r->range_start != (int64_t)(r->range_off + r->p.attempt_got)) {
+        r->p.bad_range = true;
+        return 0;
     }
+    if (r->status == 200 && r->range_off + r->p.attempt_got > 0) {
+        r->p.bad_range = true;
+        return 0;
+    }
+    size_t used = 0;
     size_t want = (size_t)SL_MIN((uint64_t)(len - used), r->range_len - r->got);
     memcpy((char *)r->dst + r->got, data + used, want);
     r->got += want;
@@ -321,7 +369,6 @@ static int setup(struct sl_net *net, struct sl_net_req *r, CURL *h)
     r->curl_msg[0] = '\0';
     r->p.truncated = r->p.overflow = false;
     r->p.attempt_got = r->got;
-    r->p.skip = r->range ? r->range_off + r->got : 0;
     r->p.body_pos = 0;
     curl_slist_free_all(r->p.hdrs);
     r->p.hdrs = NULL;
@@ -421,7 +468,7 @@ static void parse_error(struct sl_net_req *r, const char *body, size_t len)
 /* After an attempt: is it worth another? */
 static bool retryable(const struct sl_net_req *r)
 {
-    if (r->p.overflow) return false;
+    if (r->p.overflow || r->p.bad_range) return false;
     switch (r->curl_rc) {
     case CURLE_OK:
         break;
@@ -464,6 +511,12 @@ static void finish_attempt(struct sl_net *net, struct sl_net_req *r)
 {
     uint64_t now = sl__mono_ns();
     if (r->curl_rc == CURLE_WRITE_ERROR && r->p.truncated) r->curl_rc = CURLE_OK;
+    /* Every byte asked for is in: a reset after the last one changes nothing. */
+    if (r->dst && r->status >= 200 && r->status <= 299 && r->got == r->range_len)
+        r->curl_rc = CURLE_OK;
+    /* An attempt that moved bytes renews the retry budget: the budget bounds time spent
+     * failing, not time spent transferring (a large part on a slow link). */
+    if (r->got > r->p.attempt_got) r->p.budget_ns = now;
     if (r->status >= 300) parse_error(r, r->p.errbody.data, r->p.errbody.len);
     /* A ranged GET that ended early without a transport error is cut short all the same. */
     if (r->curl_rc == CURLE_OK && r->dst && r->status >= 200 && r->status <= 299 &&
@@ -481,7 +534,7 @@ static void finish_attempt(struct sl_net *net, struct sl_net_req *r)
     r->elapsed_ns = now - r->p.start_ns;
     if (retryable(r) && r->attempts <= (unsigned)net->cfg.retries) {
         uint64_t delay = backoff_ns(r->attempts - 1);
-        if (r->elapsed_ns + delay < (uint64_t)net->cfg.retry_time_ns) {
+        if (now - r->p.budget_ns + delay < (uint64_t)net->cfg.retry_time_ns) {
             sl__debug("%s %s: %s; retrying in %llu ms", r->method, r->url,
                       r->curl_rc ? curl_easy_strerror(r->curl_rc) : r->err_code[0] ? r->err_code
                                                                                     : "5xx",
@@ -503,17 +556,15 @@ static void end_transfer(struct sl_net *net, CURLM *m, struct sl_net_req *r)
 
 int sl__net_run(struct sl_net *net, struct sl_net_req *const *reqs, size_t n)
 {
-    CURLM *m = curl_multi_init();
+    CURLM *m = take_multi(net);
     size_t done = 0, active = 0;
     int rc = 0;
 
     if (!m) return -ENOMEM;
-    uint64_t t0 = sl__mono_ns();
     for (size_t i = 0; i < n; i++) {
         struct sl_net_req *r = reqs[i];
         memset(&r->p, 0, sizeof(r->p));
         r->p.state = ST_WAITING;
-        r->p.start_ns = t0;
         r->got = 0;
         r->attempts = 0;
         if (net->cfg.sigv4) payload_hash(r);
@@ -534,6 +585,7 @@ int sl__net_run(struct sl_net *net, struct sl_net_req *const *reqs, size_t n)
                 break;
             }
             r->p.easy = h;
+            if (!r->p.start_ns) r->p.start_ns = r->p.budget_ns = sl__mono_ns();
             if ((rc = setup(net, r, h)) < 0 || curl_multi_add_handle(m, h) != CURLM_OK) {
                 give_handle(net, h);
                 r->p.easy = NULL;
@@ -564,8 +616,10 @@ int sl__net_run(struct sl_net *net, struct sl_net_req *const *reqs, size_t n)
             finish_attempt(net, r);
             if (r->p.state == ST_DONE) {
                 done++;
-                if (r->curl_rc != CURLE_OK || r->p.overflow)
-                    rc = r->p.overflow ? SL_E_BAD_REPLY : SL_E_UNREACHABLE;
+                if (r->p.overflow || r->p.bad_range)
+                    rc = SL_E_BAD_REPLY;
+                else if (r->curl_rc != CURLE_OK)
+                    rc = SL_E_UNREACHABLE;
             }
         }
         if (done == n || rc) break;
@@ -587,7 +641,7 @@ int sl__net_run(struct sl_net *net, struct sl_net_req *const *reqs, size_t n)
         r->p.hdrs = NULL;
         sl__buf_free(&r->p.errbody);
     }
-    curl_multi_cleanup(m);
+    give_multi(net, m);
     return rc;
 }
 
@@ -599,7 +653,8 @@ int sl__net_one(struct sl_net *net, struct sl_net_req *req)
 const struct sl_net_req *sl__net_failed(struct sl_net_req *const *reqs, size_t n)
 {
     for (size_t i = 0; i < n; i++)
-        if (reqs[i]->p.state == ST_DONE && (reqs[i]->curl_rc != CURLE_OK || reqs[i]->p.overflow))
+        if (reqs[i]->p.state == ST_DONE &&
+            (reqs[i]->curl_rc != CURLE_OK || reqs[i]->p.overflow || reqs[i]->p.bad_range))
             return reqs[i];
     return reqs[0];
 }
@@ -661,7 +716,7 @@ int sl__net_read(struct sl_net *net, struct sl_net_read *rd)
 
 int sl__net_error(const struct sl_net_req *r)
 {
-    if (r->p.overflow) return SL_E_BAD_REPLY;
+    if (r->p.overflow || r->p.bad_range) return SL_E_BAD_REPLY;
     if (r->curl_rc != CURLE_OK || r->status == 0) return SL_E_UNREACHABLE;
     const char *c = r->err_code;
     switch (r->status) {
@@ -688,7 +743,13 @@ void sl__net_describe(const struct sl_net_req *r, char *buf, size_t len)
     if (r->attempts > 1)
         snprintf(tries, sizeof(tries), " (%u attempts in %.1f s)", r->attempts,
                  (double)r->elapsed_ns / 1e9);
-    if (r->curl_rc != CURLE_OK || r->status == 0) {
+    if (r->p.bad_range) {
+        snprintf(buf, len, "HTTP %ld with bytes other than the range asked for (Content-Range "
+                 "starts at %lld, not %llu): a server must honour Range requests", r->status,
+                 (long long)r->range_start, (unsigned long long)(r->range_off + r->p.attempt_got));
+    } else if (r->p.overflow) {
+        snprintf(buf, len, "a reply larger than %u MiB", SL_NET_MAX_BODY >> 20);
+    } else if (r->curl_rc != CURLE_OK || r->status == 0) {
         snprintf(buf, len, "%s%s", r->curl_msg[0] ? r->curl_msg : curl_easy_strerror(r->curl_rc),
                  tries);
     } else if (r->err_code[0]) {
@@ -733,8 +794,8 @@ int64_t sl__net_parse_time(const char *s)
             frac_ms = atoi(ms);
         }
         time_t t = timegm(&tm);
-        return t < 0 ? 0 : (int64_t)t * 1000000000LL + (int64_t)frac_ms * 1000000LL;
+        return t < 0 || t > MAX_SECONDS ? 0 : (int64_t)t * 1000000000LL + (int64_t)frac_ms * 1000000LL;
     }
     time_t t = curl_getdate(s, NULL); /* RFC 1123 and friends, as HTTP headers give it */
-    return t < 0 ? 0 : (int64_t)t * 1000000000LL;
+    return t < 0 || t > MAX_SECONDS ? 0 : (int64_t)t * 1000000000LL;
 }

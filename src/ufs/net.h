@@ -57,6 +57,7 @@ struct sl_net_req {
     char final_url[2048];         /* with follow: the URL that answered */
     int64_t content_length;       /* -1: not given */
     int64_t total_size;           /* the N of "Content-Range: bytes a-b/N"; -1: not given */
+    int64_t range_start;          /* its a; -1: not given */
     char err_code[64];            /* the <Code> of an S3 error reply */
     char err_msg[256];            /* its <Message> */
     CURLcode curl_rc;
@@ -68,11 +69,12 @@ struct sl_net_req {
     struct {
         int state;
         uint64_t start_ns, not_before_ns;
+        uint64_t budget_ns;   /* the retry budget runs from here: the last progress */
         uint64_t attempt_got; /* got when this attempt began */
-        uint64_t skip;        /* bytes of a 200 reply to drop before the range starts */
         size_t body_pos;
         bool truncated;       /* dst filled before the reply ended: stopped on purpose */
         bool overflow;        /* the reply did not fit: not retried */
+        bool bad_range;       /* the bytes were not the range asked for: not retried */
         struct sl_buf errbody;
         struct curl_slist *hdrs;
         CURL *easy;

@@ -41,6 +41,7 @@
 #define PARTS_PER_DOUBLING 1000
 #define MAX_PARTS 10000
 #define MAX_UPLOAD_BATCH 8
+#define MAX_PART_SIZE (5ULL << 30) /* S3's limit */
 
 struct s3_store {
     struct sl_ufs base;
@@ -80,6 +81,7 @@ struct s3_writer {
     size_t nbatch;
     uint8_t *cur;            /* the part being filled */
     size_t cur_len, cur_cap;
+    uint64_t total;          /* bytes written */
     int failed;              /* an upload failed: the writer can only be aborted */
 };
 
@@ -137,8 +139,7 @@ static int s3_fail(struct s3_store *s, const char *path, const struct sl_net_req
                 s->endpoint, what);
         break;
     case SL_E_BAD_REPLY:
-        sl__err(code, "%s: %s sent a reply larger than %u MiB", u, s->endpoint,
-                SL_NET_MAX_BODY >> 20);
+        sl__err(code, "%s: %s sent a reply sluice cannot use: %s", u, s->endpoint, what);
         break;
     case -ENOENT:
         sl__err(code, "%s: No such file or directory", u);
@@ -182,8 +183,7 @@ static xmlDoc *parse_xml(const struct sl_buf *b)
 {
     if (!b->len) return NULL;
     return xmlReadMemory(b->data, (int)b->len, "reply.xml", NULL,
-                         XML_PARSE_NONET | XML_PARSE_NOERROR | XML_PARSE_NOWARNING |
-                             XML_PARSE_HUGE);
+                         XML_PARSE_NONET | XML_PARSE_NOERROR | XML_PARSE_NOWARNING);
 }
 
 /* ---- open, close, split ---- */
@@ -340,6 +340,29 @@ static int add_entry(struct s3_lister *l, size_t *cap, const char *name, size_t 
     return 0;
 }
 
+/* A name a directory can hold: not empty, no '/', not "." or "..". */
+static bool plain_name(const char *s, size_t n)
+{
+    if (n == 0 || memchr(s, '/', n)) return false;
+    return !(n == 1 && s[0] == '.') && !(n == 2 && s[0] == '.' && s[1] == '.');
+}
+
+/* Percent-decodes s in place (keys of a listing asked with encoding-type=url). */
+static void url_decode(char *s)
+{
+    char *o = s;
+    for (char *c = s; *c; c++) {
+        unsigned v;
+        if (*c == '%' && c[1] && c[2] && sscanf(c + 1, "%2x", &v) == 1) {
+            *o++ = (char)v;
+            c += 2;
+        } else {
+            *o++ = *c == '+' ? ' ' : *c;
+        }
+    }
+    *o = '\0';
+}
+
 /* The listing's entries from one ListObjectsV2 reply; *any says whether it named anything at
  * all (the directory's own marker included). */
 static int parse_page(struct s3_lister *l, const struct sl_buf *body, bool *any)
@@ -353,6 +376,21 @@ static int parse_page(struct s3_lister *l, const struct sl_buf *body, bool *any)
         xmlFreeDoc(doc);
         return SL_E_BAD_REPLY;
     }
+    /* Keys are asked URL-encoded (a key may hold characters XML 1.0 cannot carry); a store
+     * that did so says <EncodingType>url</EncodingType>, and only then are they decoded. */
+    const char *enc = text(child(root, "EncodingType"));
+    bool encoded = enc && strcmp(enc, "url") == 0;
+    if (encoded)
+        for (xmlNode *c = root->children; c; c = c->next) {
+            xmlNode *k = c->type == XML_ELEMENT_NODE ? child(c, strcmp((const char *)c->name,
+                                                              "Contents") == 0 ? "Key" : "Prefix")
+                                                     : NULL;
+            if (k && k->children && k->children->type == XML_TEXT_NODE)
+                url_decode((char *)k->children->content);
+        }
+    l->done = true; /* unless the reply says it is truncated */
+    free(l->token);
+    l->token = NULL;
     for (xmlNode *c = root->children; c && rc == 0; c = c->next) {
         if (c->type != XML_ELEMENT_NODE) continue;
         const char *name = (const char *)c->name;
@@ -363,8 +401,9 @@ static int parse_page(struct s3_lister *l, const struct sl_buf *body, bool *any)
             if (!key || strncmp(key, l->prefix, plen) != 0) continue;
             *any = true;
             const char *rel = key + plen;
-            /* The directory's marker, or a key that is not a plain name below it. */
-            if (!*rel || strchr(rel, '/')) continue;
+            /* The directory's marker, or a key that is not a plain name below it ("." and
+             * ".." would lead a walk round in circles). */
+            if (!plain_name(rel, strlen(rel))) continue;
             st.type = SL_TYPE_FILE;
             st.size = size ? strtoull(size, NULL, 10) : 0;
             st.mtime_ns = lm ? sl__net_parse_time(lm) : 0;
@@ -377,7 +416,7 @@ static int parse_page(struct s3_lister *l, const struct sl_buf *body, bool *any)
             *any = true;
             size_t n = strlen(p + plen);
             if (n && p[plen + n - 1] == '/') n--;
-            if (!n) continue; /* "dir//": an empty component, not a name */
+            if (!plain_name(p + plen, n)) continue; /* "dir//", "dir/../": not a name */
             st.type = SL_TYPE_DIR;
             st.mode = 0755;
             rc = add_entry(l, &cap, p + plen, n, &st);
@@ -398,7 +437,7 @@ static int fetch_page(struct s3_lister *l, unsigned max_keys, bool *any)
 {
     struct s3_store *s = l->s;
     struct sl_buf q = {0}, body = {0};
-    char *url = NULL;
+    char *url = NULL, *asked = l->token ? sl__strdup(l->token) : NULL;
     int rc = 0;
 
     /* Parameters in the sorted order SigV4's canonical query wants. */
@@ -407,7 +446,9 @@ static int fetch_page(struct s3_lister *l, unsigned max_keys, bool *any)
         if (rc == 0) rc = sl__net_escape(&q, l->token, false);
         if (rc == 0) rc = sl__buf_printf(&q, "&");
     }
-    if (rc == 0) rc = sl__buf_printf(&q, "delimiter=%%2F&list-type=2&max-keys=%u&prefix=", max_keys);
+    if (rc == 0)
+        rc = sl__buf_printf(&q, "delimiter=%%2F&encoding-type=url&list-type=2&max-keys=%u&prefix=",
+                            max_keys);
     if (rc == 0) rc = sl__net_escape(&q, l->prefix, false);
     if (rc == 0 && !(url = sl__asprintf("%s?%s", s->base_url, q.data))) rc = -ENOMEM;
     if (rc == 0) {
@@ -422,12 +463,16 @@ static int fetch_page(struct s3_lister *l, unsigned max_keys, bool *any)
         } else {
             lister_reset_page(l);
             rc = parse_page(l, &body, any);
+            /* A store that hands back the token it was given would list the page forever. */
+            if (rc == 0 && !l->done && asked && strcmp(asked, l->token) == 0) rc = SL_E_BAD_REPLY;
             if (rc == SL_E_BAD_REPLY)
-                sl__err(rc, "s3://%s/%s: %s sent a listing sluice cannot read", s->bucket,
-                        l->prefix, s->endpoint);
+                sl__err(rc, "s3://%s/%s: %s sent a listing sluice cannot read (not a "
+                        "ListBucketResult, or truncated with no new continuation token)",
+                        s->bucket, l->prefix, s->endpoint);
         }
     }
     l->started = true;
+    free(asked);
     sl__buf_free(&q);
     sl__buf_free(&body);
     free(url);
@@ -469,7 +514,12 @@ static int s3_list_open(struct sl_ufs *u, const char *dir, struct sl_ufs_lister 
         char *url = NULL;
         rc = head(s, dir, &r, &url);
         free(url);
-        rc = rc == 0 && ok(&r) ? -ENOTDIR : -ENOENT;
+        if (rc == 0 && ok(&r))
+            rc = -ENOTDIR;
+        else if (rc == 0 && r.status == 404)
+            rc = -ENOENT;
+        else
+            rc = s3_fail(s, dir, &r, rc);
     }
     if (rc < 0) {
         s3_list_close((struct sl_ufs_lister *)l);
@@ -559,7 +609,8 @@ static int s3_stat(struct sl_ufs *u, const char *path, sl_stat_t *st)
      * bucket), and tells whether path is a directory. */
     if (rc == 0 && (r.status == 404 || r.status == 403)) {
         if ((rc = probe_dir(s, path, &is_dir)) < 0) return rc;
-        if (!is_dir) return s3_fail(s, path, &r, r.status == 404 ? -ENOENT : 0);
+        /* The listing took our credentials: a 403 on the object is a permission. */
+        if (!is_dir) return s3_fail(s, path, &r, r.status == 404 ? -ENOENT : -EACCES);
         st->type = SL_TYPE_DIR;
         st->mode = 0755;
         return 0;
@@ -606,7 +657,8 @@ static int s3_read(struct sl_ufs *u, const char *path, const char *version, uint
 static uint64_t part_size_for(struct s3_store *s, size_t part_number)
 {
     size_t doublings = (part_number - 1) / PARTS_PER_DOUBLING;
-    return s->part_size << SL_MIN(doublings, (size_t)9);
+    uint64_t size = s->part_size << SL_MIN(doublings, (size_t)9);
+    return SL_MIN(size, MAX_PART_SIZE);
 }
 
 static int s3_writer_open(struct sl_ufs *u, const char *path, struct sl_ufs_writer **out)
@@ -687,8 +739,11 @@ static int upload_batch(struct s3_writer *w)
     if (rc == 0 && (rc = sl__net_run(s->net, ptrs, n)) < 0 && rc != -ENOMEM)
         rc = s3_fail(s, w->path, sl__net_failed(ptrs, n), rc);
     for (size_t i = 0; i < n && rc == 0; i++) {
-        if (!ok(&reqs[i]) || !reqs[i].etag[0])
-            rc = s3_fail(s, w->path, &reqs[i], ok(&reqs[i]) ? SL_E_BAD_REPLY : 0);
+        if (!ok(&reqs[i]))
+            rc = s3_fail(s, w->path, &reqs[i], 0);
+        else if (!reqs[i].etag[0])
+            rc = sl__err(SL_E_BAD_REPLY, "s3://%s/%s%s: %s took part %zu without giving its "
+                         "ETag", s->bucket, s->prefix, w->path, s->endpoint, w->nparts + i + 1);
     }
     for (size_t i = 0; i < n && rc == 0; i++) {
         if (!(w->etags[w->nparts] = sl__strdup(reqs[i].etag))) {
@@ -736,6 +791,7 @@ static int s3_writer_write(struct sl_ufs_writer *uw, const void *buf, size_t len
         size_t n = SL_MIN(len, w->cur_cap - w->cur_len);
         memcpy(w->cur + w->cur_len, buf, n);
         w->cur_len += n;
+        w->total += n;
         buf = (const char *)buf + n;
         len -= n;
         if (w->cur_len == w->cur_cap) {
@@ -780,6 +836,21 @@ static void s3_writer_abort(struct sl_ufs_writer *uw)
     writer_free(w);
 }
 
+/* After a retried CompleteMultipartUpload answered NoSuchUpload: is the object there, with
+ * every byte we wrote, as a multipart object ("ETAG-N")? */
+static bool completed_before(struct s3_writer *w)
+{
+    struct sl_net_req r;
+    char *url = NULL;
+    int rc = head(w->s, w->path, &r, &url);
+    free(url);
+    char suffix[32];
+    snprintf(suffix, sizeof(suffix), "-%zu\"", w->nparts);
+    size_t el = strlen(r.etag), sl = strlen(suffix);
+    return rc == 0 && ok(&r) && r.content_length >= 0 && (uint64_t)r.content_length == w->total &&
+           el > sl && strcmp(r.etag + el - sl, suffix) == 0;
+}
+
 static int complete_upload(struct s3_writer *w)
 {
     struct s3_store *s = w->s;
@@ -803,7 +874,10 @@ static int complete_upload(struct s3_writer *w)
         struct sl_net_req r = {.method = "POST", .url = url, .headers = headers,
                                .body = xml.data, .body_len = xml.len, .out = &body};
         rc = sl__net_one(s->net, &r);
-        if (rc || !ok(&r)) {
+        if (rc == 0 && r.status == 404 && strcmp(r.err_code, "NoSuchUpload") == 0 &&
+            r.attempts > 1 && completed_before(w)) {
+            /* The first attempt completed it and its reply was lost: done. */
+        } else if (rc || !ok(&r)) {
             rc = s3_fail(s, w->path, &r, rc);
         } else {
             /* S3 may answer 200 and still fail, with an <Error> in the body. */
@@ -870,6 +944,7 @@ static int s3_remove(struct sl_ufs *u, const char *path)
 {
     struct s3_store *s = (struct s3_store *)u;
     sl_stat_t st;
+    if (!*path) return -EISDIR;
     int rc = s3_stat(u, path, &st);
     if (rc < 0) return rc;
     /* A directory exists while keys are below it; its marker, if any, goes. */
@@ -883,6 +958,7 @@ static int s3_remove(struct sl_ufs *u, const char *path)
 static int s3_rename(struct sl_ufs *u, const char *from, const char *to)
 {
     struct s3_store *s = (struct s3_store *)u;
+    if (strcmp(from, to) == 0) return 0; /* a copy onto itself, then a delete, would lose it */
     char *src_key = key_of(s, from), *dst_key = key_of(s, to);
     char *dst_url = dst_key ? object_url(s, dst_key, NULL) : NULL;
     struct sl_buf src = {0}, body = {0};

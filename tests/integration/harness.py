@@ -273,7 +273,7 @@ class RemoteCase(SluiceCase):
         with urllib.request.urlopen(f"{throttle.url}/__throttle__/stats", timeout=10) as r:
             return json.loads(r.read())
 
-    def start_nginx(self, root, json_index=True):
+    def start_nginx(self, root, json_index=True, extra=""):
         port = free_port()
         conf = os.path.join(self.tmp, f"nginx-{port}.conf")
         prefix = os.path.join(self.tmp, f"nginx-{port}")
@@ -298,6 +298,7 @@ http {{
         listen 127.0.0.1:{port};
         root {root};
         location / {{ {index} }}
+        {extra}
     }}
 }}
 """)

@@ -98,6 +98,22 @@ class BadServerTest(HttpCase):
         self.assertErrorNames(r, "does not list this directory", "autoindex_format json")
         self.assertEqual(self.cat("/web/d/x.bin"), data)
 
+    def test_ls_R_goes_on_past_a_directory_it_cannot_list(self):
+        self.web.stop()
+        self.web = self.start_nginx(self.www, extra="location /pub/private/ { autoindex off; }")
+        self.config = self.write_config(mounts={"/web": f"{self.web.url}/pub/"})
+        self.publish("a/x.bin", b"x")
+        self.publish("private/secret.bin", b"s")
+        self.publish("z/y.bin", b"y")
+        r = self.sluice("ls", "-R", "/web", expect=1)
+        self.assertErrorNames(r, "/pub/private/", "does not list this directory")
+        out = r.stdout.decode()
+        self.assertIn("/web/a:\nx.bin", out)
+        self.assertIn("/web/z:\ny.bin", out)
+        # A copy of the tree with a hole in it is a failure, not a partial success.
+        r = self.sluice("cp", "-r", "/web", os.path.join(self.tmp, "copy"), expect=1)
+        self.assertErrorNames(r, "private")
+
     def test_writes_are_refused_clearly(self):
         src = self.make_file("src.bin", 10)
         r = self.sluice("cp", f"{self.data}/src.bin", "/web/new.bin", expect=1)

@@ -132,6 +132,11 @@ static void credentials_order(void **state)
     assert_non_null(strstr(a.source, "/m"));
     sl__aws_free(&a);
 
+    /* Half of a mount's key pair is a mistake, not a reason to use other credentials. */
+    struct sl_mount_cfg half = {.path = "/h", .access_key = "ONLY"};
+    assert_int_equal(sl__aws_resolve(&half, &a), SL_E_CONFIG);
+    assert_non_null(strstr(sl_errmsg(SL_E_CONFIG), "mounts: /h: has access_key but no secret_key"));
+
     /* A key id without its secret is a config error that names where. */
     unsetenv("AWS_ACCESS_KEY_ID");
     setenv("AWS_PROFILE", "broken", 1);
