@@ -105,17 +105,8 @@ int sl_cached_bytes(sl_t *sl, const char *path, const sl_stat_t *st, uint64_t *b
 
 int sl_list(sl_t *sl, const char *path, sl_list_cb cb, void *arg)
 {
-    struct sl_resolved r;
-    int rc;
-
     sl__err_clear();
-    if ((rc = sl__ns_resolve(sl->ns, path, &r)) < 0) return rc;
-    if (r.mount)
-        rc = sl__md_list(&sl->md, &r, cb, arg);
-    /* Mount points directly below a namespace directory (or nested in a mounted one). */
-    if (rc == 0 && (!r.mount || r.path[0] == '/')) rc = sl__ns_list_mounts(sl->ns, r.path, cb, arg);
-    sl__resolved_free(&r);
-    return rc;
+    return sl__path_list(sl, path, cb, arg);
 }
 
 int sl_free(sl_t *sl, const char *path, uint64_t *freed_bytes)

@@ -59,6 +59,8 @@ void sl__pin_put(struct sl_pin *p);
 int sl__file_open(struct sl *sl, const char *path, struct sl_file **out);
 /* Metadata of a namespace path or URI (directories of the namespace included). */
 int sl__path_stat(struct sl *sl, const char *path, sl_stat_t *st);
+/* Lists a directory of the namespace or a store (walk.c): what sl_list() does. */
+int sl__path_list(struct sl *sl, const char *path, sl_list_cb cb, void *arg);
 void sl__file_ref(struct sl_file *f);
 void sl__file_unref(struct sl_file *f);
 

@@ -81,6 +81,19 @@ static char *join(const char *dir, const char *name)
     return sl__asprintf("%s%s%s", dir, n && dir[n - 1] == '/' ? "" : "/", name);
 }
 
+int sl__path_list(struct sl *sl, const char *path, sl_list_cb cb, void *arg)
+{
+    struct sl_resolved r;
+    int rc;
+
+    if ((rc = sl__ns_resolve(sl->ns, path, &r)) < 0) return rc;
+    if (r.mount) rc = sl__md_list(&sl->md, &r, cb, arg);
+    /* Mount points directly below a namespace directory (or nested in a mounted one). */
+    if (rc == 0 && (!r.mount || r.path[0] == '/')) rc = sl__ns_list_mounts(sl->ns, r.path, cb, arg);
+    sl__resolved_free(&r);
+    return rc;
+}
+
 static int list_task(void *arg);
 
 static void submit(struct walk *w, struct walk_node *node)
@@ -111,7 +124,7 @@ static int list_task(void *arg)
     pthread_mutex_lock(&w->lock);
     bool stop = w->stop;
     pthread_mutex_unlock(&w->lock);
-    int rc = stop ? SL_E_USAGE : sl_list(w->sl, node->path, collect_cb, &c);
+    int rc = stop ? SL_E_USAGE : sl__path_list(w->sl, node->path, collect_cb, &c);
     if (rc == 0 && c.n) qsort(c.ents, c.n, sizeof(*c.ents), by_name);
     /* Whatever a store lists, "." and ".." are not children: they would walk in circles. */
     size_t kept = 0;
