@@ -87,6 +87,7 @@ for i in range(list_keys):
     put(f"list/d{i % 100:03d}/k{i:07d}", [b""])
 EOF
 
+sync # the datasets are on disk before anything is timed
 start s3 node --openssl-legacy-provider "$TOOLS/s3front.js" --dir "$WORK/s3rver"; S3_PORT=$PORT
 start throttle node "$TOOLS/throttle.js" --upstream "http://127.0.0.1:$S3_PORT" \
     --latency-ms "$LATENCY_MS" --bandwidth "$BANDWIDTH" --concurrency "$CONCURRENCY"
@@ -115,6 +116,7 @@ median() {
     local setup=$2 cmd=$3 times=()
     for _ in $(seq "$RUNS"); do
         eval "$setup"
+        sync # every run starts on a quiet disk: no write-back of the last one's bytes
         local t0; t0=$(now)
         eval "$cmd" || { echo "bench: failed: $cmd" >&2; exit 1; }
         times+=("$(awk -v a="$(now)" -v b="$t0" 'BEGIN {print a - b}')")
