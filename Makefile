@@ -6,7 +6,7 @@
 BUILD ?= build
 ASAN  ?= build-asan
 
-.PHONY: all build deps test test-unit test-integration test-asan demo bench clean
+.PHONY: all build deps test test-unit test-integration test-asan demo bench bench-remote clean
 
 all: build
 
@@ -45,6 +45,11 @@ demo: deps
 
 bench: build
 	./bench/read.sh $(BUILD)/sluice
+
+# sluice against aws and rclone, through a throttle standing in for a store far away.
+bench-remote: build
+	@./scripts/deps.sh --bench
+	./bench/remote.sh $(BUILD)/sluice
 
 clean:
 	rm -rf $(BUILD) $(ASAN)
