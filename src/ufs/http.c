@@ -40,32 +40,6 @@ struct http_lister {
     size_t next, n;
 };
 
-static int hex_digit(char c)
-{
-    return c >= '0' && c <= '9' ? c - '0' : c >= 'a' && c <= 'f' ? c - 'a' + 10
-                                  : c >= 'A' && c <= 'F'          ? c - 'A' + 10
-                                                                  : -1;
-}
-
-/* Percent-decodes s (a URL's path) into a plain path; NULL on ENOMEM. */
-static char *unescape(const char *s, size_t n)
-{
-    char *out = malloc(n + 1), *o = out;
-    if (!out) return NULL;
-    for (size_t i = 0; i < n; i++) {
-        int hi, lo;
-        if (s[i] == '%' && i + 2 < n + 1 && (hi = hex_digit(s[i + 1])) >= 0 &&
-            (lo = hex_digit(s[i + 2])) >= 0) {
-            *o++ = (char)(hi * 16 + lo);
-            i += 2;
-        } else {
-            *o++ = s[i];
-        }
-    }
-    *o = '\0';
-    return out;
-}
-
 /* "https://host:8080/a/b%20c" -> root "https://host:8080", path "a/b c". */
 static int http_split(const char *uri, char **root, char **path)
 {
@@ -75,7 +49,7 @@ static int http_split(const char *uri, char **root, char **path)
     const char *p = host + hlen;
     while (*p == '/') p++;
     *root = strndup(uri, (size_t)(host + hlen - uri));
-    *path = unescape(p, strcspn(p, "?#"));
+    *path = sl__net_unescape(p, strcspn(p, "?#"), false);
     if (!*root || !*path) {
         free(*root);
         free(*path);
@@ -162,11 +136,6 @@ static int http_fail(struct http_store *s, const char *path, const struct sl_net
     }
 }
 
-static bool ok(const struct sl_net_req *r)
-{
-    return r->status >= 200 && r->status <= 299;
-}
-
 static bool ends_with_slash(const char *url)
 {
     size_t n = strcspn(url, "?#");
@@ -201,7 +170,7 @@ static int http_stat(struct sl_ufs *u, const char *path, sl_stat_t *st)
     }
     /* A directory the server will not list (403 on PATH/) is still a directory. */
     bool unlisted_dir = rc == 0 && r.status == 403 && ends_with_slash(r.final_url);
-    if ((rc || !ok(&r)) && !unlisted_dir) {
+    if ((rc || !sl__net_ok(&r)) && !unlisted_dir) {
         rc = http_fail(s, path, &r, rc);
     } else if (!*path || ends_with_slash(r.final_url)) {
         st->type = SL_TYPE_DIR;
@@ -292,7 +261,7 @@ static int http_list_open(struct sl_ufs *u, const char *dir, struct sl_ufs_liste
                               "read by name", url);
         goto out;
     }
-    if (rc || !ok(&r)) {
+    if (rc || !sl__net_ok(&r)) {
         rc = http_fail(s, dir, &r, rc);
         goto out;
     }

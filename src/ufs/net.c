@@ -224,7 +224,7 @@ static void copy_value(char *dst, size_t cap, const char *v, size_t n)
 static void reset_reply(struct sl_net_req *r)
 {
     r->status = 0;
-    r->etag[0] = r->last_modified[0] = r->content_type[0] = r->location[0] = '\0';
+    r->etag[0] = r->last_modified[0] = r->content_type[0] = '\0';
     r->final_url[0] = '\0';
     r->err_code[0] = r->err_msg[0] = '\0';
     r->content_length = r->total_size = r->range_start = -1;
@@ -261,8 +261,6 @@ static size_t on_header(char *line, size_t size, size_t n, void *arg)
         copy_value(r->last_modified, sizeof(r->last_modified), v, vlen);
     else if (IS("Content-Type"))
         copy_value(r->content_type, sizeof(r->content_type), v, vlen);
-    else if (IS("Location"))
-        copy_value(r->location, sizeof(r->location), v, vlen);
     else if (IS("Content-Length"))
         r->content_length = strtoll(v, NULL, 10);
     else if (IS("Content-Range")) {
@@ -743,10 +741,14 @@ void sl__net_describe(const struct sl_net_req *r, char *buf, size_t len)
     if (r->attempts > 1)
         snprintf(tries, sizeof(tries), " (%u attempts in %.1f s)", r->attempts,
                  (double)r->elapsed_ns / 1e9);
-    if (r->p.bad_range) {
+    if (r->p.bad_range && r->status == 200) {
+        snprintf(buf, len, "HTTP 200 with the whole object to a request for bytes from %llu: the "
+                 "server ignores Range requests, which sluice needs to read past the first page",
+                 (unsigned long long)(r->range_off + r->p.attempt_got));
+    } else if (r->p.bad_range) {
         snprintf(buf, len, "HTTP %ld with bytes other than the range asked for (Content-Range "
-                 "starts at %lld, not %llu): a server must honour Range requests", r->status,
-                 (long long)r->range_start, (unsigned long long)(r->range_off + r->p.attempt_got));
+                 "starts at %lld, not %llu)", r->status, (long long)r->range_start,
+                 (unsigned long long)(r->range_off + r->p.attempt_got));
     } else if (r->p.overflow) {
         snprintf(buf, len, "a reply larger than %u MiB", SL_NET_MAX_BODY >> 20);
     } else if (r->curl_rc != CURLE_OK || r->status == 0) {
@@ -776,6 +778,31 @@ int sl__net_escape(struct sl_buf *b, const char *s, bool keep_slash)
         if (sl__buf_append(b, enc, 3) < 0) return -ENOMEM;
     }
     return 0;
+}
+
+static int hex_digit(char c)
+{
+    return c >= '0' && c <= '9' ? c - '0' : c >= 'a' && c <= 'f' ? c - 'a' + 10
+                                  : c >= 'A' && c <= 'F'          ? c - 'A' + 10
+                                                                  : -1;
+}
+
+char *sl__net_unescape(const char *s, size_t n, bool plus_is_space)
+{
+    char *out = malloc(n + 1), *o = out;
+    if (!out) return NULL;
+    for (size_t i = 0; i < n; i++) {
+        int hi, lo;
+        if (s[i] == '%' && i + 2 < n && (hi = hex_digit(s[i + 1])) >= 0 &&
+            (lo = hex_digit(s[i + 2])) >= 0) {
+            *o++ = (char)(hi * 16 + lo);
+            i += 2;
+        } else {
+            *o++ = plus_is_space && s[i] == '+' ? ' ' : s[i];
+        }
+    }
+    *o = '\0';
+    return out;
 }
 
 int64_t sl__net_parse_time(const char *s)

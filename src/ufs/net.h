@@ -53,7 +53,6 @@ struct sl_net_req {
     char etag[SL_VERSION_MAX];
     char last_modified[64];
     char content_type[96];
-    char location[1024];
     char final_url[2048];         /* with follow: the URL that answered */
     int64_t content_length;       /* -1: not given */
     int64_t total_size;           /* the N of "Content-Range: bytes a-b/N"; -1: not given */
@@ -132,6 +131,17 @@ void sl__net_describe(const struct sl_net_req *req, char *buf, size_t len);
 /* Appends s percent-encoded to b: RFC 3986 unreserved characters stay, and '/' too when
  * keep_slash (an S3 key in a path). */
 int sl__net_escape(struct sl_buf *b, const char *s, bool keep_slash);
+
+/* Percent-decodes the n bytes at s (a "%" not followed by two hex digits stays as it is); '+'
+ * becomes ' ' when plus_is_space (form encoding, as S3's encoding-type=url uses). NULL on
+ * ENOMEM; the caller frees. */
+char *sl__net_unescape(const char *s, size_t n, bool plus_is_space);
+
+/* A 2xx reply. */
+static inline bool sl__net_ok(const struct sl_net_req *r)
+{
+    return r->status >= 200 && r->status <= 299;
+}
 
 /* "Sat, 22 Nov 2026 10:00:00 GMT" or "2026-11-22T10:00:00.000Z" -> ns since the epoch; 0 when
  * it cannot be read. */

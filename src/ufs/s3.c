@@ -64,7 +64,7 @@ struct s3_lister {
     struct s3_store *s;
     char *prefix; /* the full key prefix listed: "imagenet/train/" */
     char *token;  /* NextContinuationToken; NULL before the first page and after the last */
-    bool started, done;
+    bool done;
     struct s3_entry *ents;
     size_t nents, next;
     struct sl_buf names;
@@ -156,11 +156,6 @@ static int s3_fail(struct s3_store *s, const char *path, const struct sl_net_req
     }
     free(uri);
     return code;
-}
-
-static bool ok(const struct sl_net_req *r)
-{
-    return r->status >= 200 && r->status <= 299;
 }
 
 /* ---- XML ---- */
@@ -347,22 +342,6 @@ static bool plain_name(const char *s, size_t n)
     return !(n == 1 && s[0] == '.') && !(n == 2 && s[0] == '.' && s[1] == '.');
 }
 
-/* Percent-decodes s in place (keys of a listing asked with encoding-type=url). */
-static void url_decode(char *s)
-{
-    char *o = s;
-    for (char *c = s; *c; c++) {
-        unsigned v;
-        if (*c == '%' && c[1] && c[2] && sscanf(c + 1, "%2x", &v) == 1) {
-            *o++ = (char)v;
-            c += 2;
-        } else {
-            *o++ = *c == '+' ? ' ' : *c;
-        }
-    }
-    *o = '\0';
-}
-
 /* The listing's entries from one ListObjectsV2 reply; *any says whether it named anything at
  * all (the directory's own marker included). */
 static int parse_page(struct s3_lister *l, const struct sl_buf *body, bool *any)
@@ -385,8 +364,16 @@ static int parse_page(struct s3_lister *l, const struct sl_buf *body, bool *any)
             xmlNode *k = c->type == XML_ELEMENT_NODE ? child(c, strcmp((const char *)c->name,
                                                               "Contents") == 0 ? "Key" : "Prefix")
                                                      : NULL;
-            if (k && k->children && k->children->type == XML_TEXT_NODE)
-                url_decode((char *)k->children->content);
+            if (k && k->children && k->children->type == XML_TEXT_NODE) {
+                xmlChar *raw = k->children->content;
+                char *plain = sl__net_unescape((char *)raw, strlen((char *)raw), true);
+                if (!plain) {
+                    xmlFreeDoc(doc);
+                    return -ENOMEM;
+                }
+                xmlNodeSetContent(k->children, (const xmlChar *)plain);
+                free(plain);
+            }
         }
     l->done = true; /* unless the reply says it is truncated */
     free(l->token);
@@ -454,7 +441,7 @@ static int fetch_page(struct s3_lister *l, unsigned max_keys, bool *any)
     if (rc == 0) {
         struct sl_net_req r = {.method = "GET", .url = url, .out = &body};
         rc = sl__net_one(s->net, &r);
-        if (rc || !ok(&r)) {
+        if (rc || !sl__net_ok(&r)) {
             /* The directory's own path, for the message. */
             size_t plen = strlen(s->prefix), dlen = strlen(l->prefix);
             char *dir = strndup(l->prefix + plen, dlen > plen ? dlen - plen - 1 : 0);
@@ -471,7 +458,6 @@ static int fetch_page(struct s3_lister *l, unsigned max_keys, bool *any)
                         s->bucket, l->prefix, s->endpoint);
         }
     }
-    l->started = true;
     free(asked);
     sl__buf_free(&q);
     sl__buf_free(&body);
@@ -514,7 +500,7 @@ static int s3_list_open(struct sl_ufs *u, const char *dir, struct sl_ufs_lister 
         char *url = NULL;
         rc = head(s, dir, &r, &url);
         free(url);
-        if (rc == 0 && ok(&r))
+        if (rc == 0 && sl__net_ok(&r))
             rc = -ENOTDIR;
         else if (rc == 0 && r.status == 404)
             rc = -ENOENT;
@@ -597,7 +583,7 @@ static int s3_stat(struct sl_ufs *u, const char *path, sl_stat_t *st)
     }
     rc = head(s, path, &r, &url);
     free(url);
-    if (rc == 0 && ok(&r)) {
+    if (rc == 0 && sl__net_ok(&r)) {
         st->type = SL_TYPE_FILE;
         st->size = r.content_length >= 0 ? (uint64_t)r.content_length : 0;
         st->mtime_ns = sl__net_parse_time(r.last_modified);
@@ -692,7 +678,7 @@ static int create_upload(struct s3_writer *w)
     if (!url) return -ENOMEM;
     struct sl_net_req r = {.method = "POST", .url = url, .out = &body};
     int rc = sl__net_one(s->net, &r);
-    if (rc || !ok(&r)) {
+    if (rc || !sl__net_ok(&r)) {
         rc = s3_fail(s, w->path, &r, rc);
     } else {
         xmlDoc *doc = parse_xml(&body);
@@ -739,7 +725,7 @@ static int upload_batch(struct s3_writer *w)
     if (rc == 0 && (rc = sl__net_run(s->net, ptrs, n)) < 0 && rc != -ENOMEM)
         rc = s3_fail(s, w->path, sl__net_failed(ptrs, n), rc);
     for (size_t i = 0; i < n && rc == 0; i++) {
-        if (!ok(&reqs[i]))
+        if (!sl__net_ok(&reqs[i]))
             rc = s3_fail(s, w->path, &reqs[i], 0);
         else if (!reqs[i].etag[0])
             rc = sl__err(SL_E_BAD_REPLY, "s3://%s/%s%s: %s took part %zu without giving its "
@@ -826,7 +812,7 @@ static void s3_writer_abort(struct sl_ufs_writer *uw)
             url = sl__asprintf("%s?%s", w->url, q.data);
         if (url) {
             struct sl_net_req r = {.method = "DELETE", .url = url};
-            if (sl__net_one(w->s->net, &r) || !ok(&r))
+            if (sl__net_one(w->s->net, &r) || !sl__net_ok(&r))
                 sl__warn("s3://%s/%s%s: could not abort multipart upload %s", w->s->bucket,
                          w->s->prefix, w->path, w->upload_id);
         }
@@ -847,7 +833,7 @@ static bool completed_before(struct s3_writer *w)
     char suffix[32];
     snprintf(suffix, sizeof(suffix), "-%zu\"", w->nparts);
     size_t el = strlen(r.etag), sl = strlen(suffix);
-    return rc == 0 && ok(&r) && r.content_length >= 0 && (uint64_t)r.content_length == w->total &&
+    return rc == 0 && sl__net_ok(&r) && r.content_length >= 0 && (uint64_t)r.content_length == w->total &&
            el > sl && strcmp(r.etag + el - sl, suffix) == 0;
 }
 
@@ -877,7 +863,7 @@ static int complete_upload(struct s3_writer *w)
         if (rc == 0 && r.status == 404 && strcmp(r.err_code, "NoSuchUpload") == 0 &&
             r.attempts > 1 && completed_before(w)) {
             /* The first attempt completed it and its reply was lost: done. */
-        } else if (rc || !ok(&r)) {
+        } else if (rc || !sl__net_ok(&r)) {
             rc = s3_fail(s, w->path, &r, rc);
         } else {
             /* S3 may answer 200 and still fail, with an <Error> in the body. */
@@ -912,7 +898,7 @@ static int s3_writer_commit(struct sl_ufs_writer *uw, sl_stat_t *st)
         struct sl_net_req r = {.method = "PUT", .url = w->url, .body = w->cur,
                                .body_len = w->cur_len};
         rc = sl__net_one(s->net, &r);
-        if (rc || !ok(&r)) rc = s3_fail(s, w->path, &r, rc);
+        if (rc || !sl__net_ok(&r)) rc = s3_fail(s, w->path, &r, rc);
     } else if (rc == 0) {
         if (w->cur_len) rc = push_part(w);
         if (rc == 0) rc = upload_batch(w);
@@ -935,7 +921,7 @@ static int delete_key(struct s3_store *s, const char *path, const char *key)
     if (!url) return -ENOMEM;
     struct sl_net_req r = {.method = "DELETE", .url = url};
     int rc = sl__net_one(s->net, &r);
-    if (rc || (!ok(&r) && r.status != 404)) rc = s3_fail(s, path, &r, rc);
+    if (rc || (!sl__net_ok(&r) && r.status != 404)) rc = s3_fail(s, path, &r, rc);
     free(url);
     return rc;
 }
@@ -971,7 +957,7 @@ static int s3_rename(struct sl_ufs *u, const char *from, const char *to)
     const char *headers[] = {src.data, NULL};
     struct sl_net_req r = {.method = "PUT", .url = dst_url, .headers = headers, .out = &body};
     rc = sl__net_one(s->net, &r);
-    if (rc || !ok(&r)) {
+    if (rc || !sl__net_ok(&r)) {
         rc = s3_fail(s, from, &r, rc);
         goto out;
     }

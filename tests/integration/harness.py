@@ -257,13 +257,15 @@ class RemoteCase(SluiceCase):
         return s
 
     def start_throttle(self, upstream, latency_ms=0, bandwidth=None, concurrency=None,
-                       fail_every=None, drop_every=None):
+                       fail_every=None, drop_every=None, ignore_range=False):
         argv = ["node", os.path.join(TOOLS, "throttle.js"), "--upstream", upstream.url,
                 "--latency-ms", str(latency_ms)]
         for flag, v in (("--bandwidth", bandwidth), ("--concurrency", concurrency),
                         ("--fail-every", fail_every), ("--drop-every", drop_every)):
             if v is not None:
                 argv += [flag, str(v)]
+        if ignore_range:
+            argv.append("--ignore-range")
         s = Server(argv)
         self.servers.append(s)
         return s

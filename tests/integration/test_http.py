@@ -114,6 +114,15 @@ class BadServerTest(HttpCase):
         r = self.sluice("cp", "-r", "/web", os.path.join(self.tmp, "copy"), expect=1)
         self.assertErrorNames(r, "private")
 
+    def test_server_ignoring_range_is_a_clear_error(self):
+        data = self.publish("r.bin", random_bytes(3 * PAGE, "r"))
+        norange = self.start_throttle(self.web, ignore_range=True)
+        self.config = self.write_config(mounts={"/web": f"{norange.url}/pub/"})
+        # The first page is the start of the whole object: that much is right.
+        self.assertEqual(self.cat("/web/r.bin", "--length", PAGE), data[:PAGE])
+        r = self.sluice("cat", "/web/r.bin", "--offset", 2 * PAGE, expect=1)
+        self.assertErrorNames(r, "r.bin", "ignores Range requests")
+
     def test_writes_are_refused_clearly(self):
         src = self.make_file("src.bin", 10)
         r = self.sluice("cp", f"{self.data}/src.bin", "/web/new.bin", expect=1)

@@ -289,6 +289,23 @@ class BadPeerTest(S3Case):
         self.assertGreater(st["failed_503"], 0, st)
         self.assertGreater(st["dropped"], 0, st)
 
+    def test_cp_killed_mid_upload_leaves_the_old_object(self):
+        self.put("k.bin", b"the old object")
+        slow = self.start_throttle(self.s3, bandwidth="4MB")
+        self.config = self.s3_config(slow, f"s3://{self.bucket}")
+        src = os.path.join(self.tmp, "big.bin")
+        with open(src, "wb") as f:
+            f.write(random_bytes(40 * MiB, "killed"))
+        p = self.popen("cp", src, "/s3/k.bin", stdout=subprocess.DEVNULL,
+                       stderr=subprocess.DEVNULL)
+        time.sleep(2.0)  # parts are on their way: about 8 MiB of 40 at 4 MB/s
+        p.kill()
+        p.wait(timeout=30)
+        self.assertEqual(self.get("k.bin"), b"the old object")
+        ops = self.front_stats(self.s3)
+        self.assertEqual(ops.get("CreateMultipartUpload"), 1, ops)
+        self.assertIsNone(ops.get("CompleteMultipartUpload"), ops)
+
     def test_object_overwritten_between_reads(self):
         self.config = self.s3_config(self.s3, f"s3://{self.bucket}", extra_mount="metadata_ttl: 0")
         old = self.put("o.bin", random_bytes(3 * PAGE, "old"))

@@ -8,6 +8,7 @@
 //          [--latency-ms 20] [--bandwidth 200MB] [--concurrency 64]
 //          [--fail-every N]   every Nth request gets 503 SlowDown (the store never sees it)
 //          [--drop-every N]   every Nth request's connection is cut mid-reply
+//          [--ignore-range]   drop Range headers, as a server without range support would
 // Prints "PORT n" once it listens on 127.0.0.1. GET /__throttle__/stats answers its counters
 // as JSON (and is not forwarded).
 'use strict';
@@ -32,6 +33,7 @@ const rate = bytes(arg('--bandwidth', '0')); // bytes per second; 0: unlimited
 const concurrency = Number(arg('--concurrency', 0)) || Infinity;
 const failEvery = Number(arg('--fail-every', 0));
 const dropEvery = Number(arg('--drop-every', 0));
+const ignoreRange = process.argv.includes('--ignore-range');
 
 // A token bucket per direction. take() says how long to wait before sending more.
 class Bucket {
@@ -103,6 +105,7 @@ function forward({ req, res, n }) {
   const drop = dropEvery && n % dropEvery === Math.floor(dropEvery / 2);
   stats.forwarded++;
   const headers = { ...req.headers }; // the Host it was signed for, unchanged
+  if (ignoreRange) delete headers.range;
   const ureq = http.request({ host: upstream.hostname, port: upstream.port, method: req.method,
                               path: req.url, headers, agent }, (ures) => {
     res.writeHead(ures.statusCode, ures.headers);

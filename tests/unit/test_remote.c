@@ -52,6 +52,32 @@ static void escape(void **state)
     sl__buf_free(&b);
 }
 
+static void unescape(void **state)
+{
+    (void)state;
+    static const struct {
+        const char *in, *out;
+        bool plus;
+    } cases[] = {
+        {"a%20b%C3%BC", "a b\xc3\xbc", false},
+        {"a+b", "a+b", false},
+        {"a+b%2B", "a b+", true},
+        {"100%", "100%", false},    /* a '%' at the end stays */
+        {"x%4", "x%4", false},      /* and one with a single digit left */
+        {"%-1%+F%zz", "%-1%+F%zz", false}, /* signs and non-hex are not digits */
+    };
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        char *got = sl__net_unescape(cases[i].in, strlen(cases[i].in), cases[i].plus);
+        assert_non_null(got);
+        assert_string_equal(got, cases[i].out);
+        free(got);
+    }
+    /* Only the n bytes given are read, even where a '%' sits at their end. */
+    char *got = sl__net_unescape("ab%41", 3, false);
+    assert_string_equal(got, "ab%");
+    free(got);
+}
+
 static void times(void **state)
 {
     (void)state;
@@ -235,6 +261,7 @@ int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(escape),
+        cmocka_unit_test(unescape),
         cmocka_unit_test(times),
         cmocka_unit_test_setup_teardown(credentials_order, setup, teardown),
         cmocka_unit_test_setup_teardown(s3_uris, setup, teardown),
