@@ -32,6 +32,8 @@
 #define SYNC_INTERVAL_NS (1000ULL * 1000000ULL)
 #define MAX_PENDING_HITS 65536
 
+_Static_assert(SL_PREFETCH_MAX_PAGES <= SL_DISK_RUN_MAX, "a prefetched run is one disk run");
+
 struct sl_cache {
     uint32_t page_size;
     uint64_t capacity;
@@ -238,11 +240,11 @@ static int load(struct sl_cache *c, const struct sl_object *o, const uint8_t key
  * refuses it; if some of them are pages of this object's old versions, which can never be
  * served again, they give way. */
 static void insert(struct sl_cache *c, const struct sl_object *o,
-                   const uint8_t key[SL_PAGE_KEY_LEN], const uint8_t *data, size_t len)
+                   const uint8_t (*keys)[SL_PAGE_KEY_LEN], const struct iovec *pages, size_t n)
 {
-    int rc = sl__disk_insert(c->disk, key, o->policy, data, len);
+    int rc = sl__disk_insert_run(c->disk, keys, o->policy, pages, n);
     if (rc == SL_E_CACHE_FULL && sl__cache_drop_other_versions(c, o) > 0)
-        sl__disk_insert(c->disk, key, o->policy, data, len);
+        sl__disk_insert_run(c->disk, keys, o->policy, pages, n);
 }
 
 /* An access to a READY page (mem lock held): true if it counts as a hit. The last access
@@ -315,7 +317,10 @@ int sl__cache_get(struct sl_cache *c, const struct sl_object *o, uint64_t index,
         pthread_mutex_unlock(&c->mem.lock);
 
         /* The page is pinned by us and immutable: write it down without holding anyone up. */
-        if (from_store && c->disk) insert(c, o, key, data, len);
+        if (from_store && c->disk) {
+            struct iovec page = {data, len};
+            insert(c, o, (const uint8_t(*)[SL_PAGE_KEY_LEN])key, &page, 1);
+        }
     }
     if (hit) {
         sl__count(c->ctr, SL_CTR_HITS, 1);
@@ -325,6 +330,93 @@ int sl__cache_get(struct sl_cache *c, const struct sl_object *o, uint64_t index,
     ref->data = mp->data;
     ref->len = mp->len;
     return 0;
+}
+
+/* Fetches pages [first, first + n) of o, already LOADING in RAM as mps[], with one store
+ * read; wakes their waiters, then writes them to disk. Drops our references. */
+static void fetch_run(struct sl_cache *c, const struct sl_object *o, uint64_t first, unsigned n,
+                      struct sl_mpage **mps, const uint8_t (*keys)[SL_PAGE_KEY_LEN])
+{
+    struct iovec iov[SL_PREFETCH_MAX_PAGES];
+    size_t total = 0, got = 0;
+    int rc = 0;
+
+    for (unsigned i = 0; i < n; i++) {
+        uint64_t off = (first + i) * c->page_size;
+        iov[i].iov_len = (size_t)SL_MIN((uint64_t)c->page_size, o->size - off);
+        iov[i].iov_base = sl__mem_buf_alloc(&c->mem, iov[i].iov_len);
+        if (!iov[i].iov_base) rc = -ENOMEM;
+        total += iov[i].iov_len;
+    }
+    if (rc == 0)
+        rc = sl__ufs_readv(o->ufs, o->rel, o->version, first * c->page_size, iov, (int)n, &got);
+    if (rc == 0 && got != total) rc = SL_E_CHANGED; /* shorter than the version we pinned */
+
+    pthread_mutex_lock(&c->mem.lock);
+    for (unsigned i = 0; i < n; i++) {
+        if (rc < 0) {
+            sl__mem_set_failed(&c->mem, mps[i], rc);
+            sl__mem_unref(&c->mem, mps[i]);
+            continue;
+        }
+        sl__mem_set_ready(&c->mem, mps[i], iov[i].iov_base, iov[i].iov_len, o->policy);
+        mps[i]->fresh = true;
+        access_page(c, mps[i], SL_GET_PREFETCH);
+    }
+    pthread_mutex_unlock(&c->mem.lock);
+    if (rc < 0) {
+        for (unsigned i = 0; i < n; i++) sl__mem_buf_free(&c->mem, iov[i].iov_base, iov[i].iov_len);
+        return;
+    }
+    sl__count(c->ctr, SL_CTR_MISSES, n);
+
+    /* Pinned by us and immutable: written down without holding any reader up. */
+    if (c->disk) insert(c, o, keys, iov, n);
+    pthread_mutex_lock(&c->mem.lock);
+    for (unsigned i = 0; i < n; i++) sl__mem_unref(&c->mem, mps[i]);
+    pthread_mutex_unlock(&c->mem.lock);
+}
+
+void sl__cache_prefetch(struct sl_cache *c, const struct sl_object *o, uint64_t first, unsigned n)
+{
+    uint8_t keys[SL_PREFETCH_MAX_PAGES][SL_PAGE_KEY_LEN];
+    bool on_disk[SL_PREFETCH_MAX_PAGES];
+    struct sl_mpage *mps[SL_PREFETCH_MAX_PAGES];
+
+    uint64_t npages = o->size / c->page_size + (o->size % c->page_size != 0);
+    if (first >= npages) return;
+    n = (unsigned)SL_MIN((uint64_t)SL_MIN(n, SL_PREFETCH_MAX_PAGES), npages - first);
+    for (unsigned i = 0; i < n; i++) {
+        make_key(o, first + i, keys[i]);
+        /* Looked up before taking the RAM tier's lock: no index reads under it. */
+        on_disk[i] = c->disk && sl__disk_contains(c->disk, keys[i]);
+    }
+
+    /* Claim, as LOADING, each page that is in neither tier: those are ours to fetch. */
+    bool mine[SL_PREFETCH_MAX_PAGES] = {0};
+    pthread_mutex_lock(&c->mem.lock);
+    for (unsigned i = 0; i < n; i++) {
+        uint64_t hash = XXH3_64bits(keys[i], SL_PAGE_KEY_LEN);
+        if (on_disk[i] || sl__mem_find(&c->mem, keys[i], hash)) continue;
+        mps[i] = sl__mem_insert_loading(&c->mem, keys[i], hash);
+        mine[i] = mps[i] != NULL;
+    }
+    pthread_mutex_unlock(&c->mem.lock);
+
+    for (unsigned i = 0; i < n;) {
+        if (!mine[i]) {
+            /* Cached on disk already (or being fetched by another reader): into RAM as usual. */
+            struct sl_page_ref ref;
+            if (on_disk[i] && sl__cache_get(c, o, first + i, SL_GET_PREFETCH, &ref) == 0)
+                sl__cache_release(c, &ref);
+            i++;
+            continue;
+        }
+        unsigned run = 1;
+        while (i + run < n && mine[i + run]) run++;
+        fetch_run(c, o, first + i, run, mps + i, keys + i);
+        i += run;
+    }
 }
 
 void sl__cache_release(struct sl_cache *c, struct sl_page_ref *ref)

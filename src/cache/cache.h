@@ -52,6 +52,15 @@ int sl__cache_get(struct sl_cache *c, const struct sl_object *o, uint64_t index,
                   struct sl_page_ref *ref);
 void sl__cache_release(struct sl_cache *c, struct sl_page_ref *ref);
 
+/* The most pages sl__cache_prefetch() takes at once. */
+#define SL_PREFETCH_MAX_PAGES 64
+
+/* Brings pages [first, first + n) of o into RAM ahead of a reader (n <= SL_PREFETCH_MAX_PAGES,
+ * clipped at the end of the object). The pages neither in RAM nor on disk are fetched in runs:
+ * one store read per run of adjacent pages, so a stream costs the store one request per run
+ * instead of one per page. Errors are left for the reader (it fetches the page again). */
+void sl__cache_prefetch(struct sl_cache *c, const struct sl_object *o, uint64_t first, unsigned n);
+
 /* True when the page is on disk already (for warming without reading it back). */
 bool sl__cache_on_disk(struct sl_cache *c, const struct sl_object *o, uint64_t index);
 

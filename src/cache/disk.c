@@ -3,16 +3,27 @@
  * process that uses the cache directory, with a hard limit on the bytes its pages hold.
  *
  * Layout:
- *   <dir>/index/          LMDB: pages, queue, ghost, reserve, state (see core/db.c)
- *   <dir>/pages/ab/<key>  a page's bytes, nothing else; <key> is the 64-hex page key
- *   <dir>/tmp/<pid>.<start>.<n>   pages being written
+ *   <dir>/index/          LMDB: pages, queue, ghost, reserve, files, state (see core/db.c)
+ *   <dir>/pages/ab/<n>    a page file: the pages of one run, each at a block-aligned offset;
+ *                         <n> is the file's number in 16 hex digits, ab its last two
+ *   <dir>/owners/<id>     one lock file per live process using the cache
+ *
+ * Page files: the pages one store request fetched (a run, up to SL_DISK_RUN_MAX) are written to
+ * one new file. A new file costs the file system an inode, which on ext4 after deletions (a
+ * cache that evicts) costs more CPU than the page's bytes; a run of 8 costs one. The files
+ * table counts the indexed pages of each file: evicting a page punches its hole (the space is
+ * free at once, so the limit holds), evicting its last one removes the file. On a file system
+ * that cannot punch holes, every page gets a file of its own.
  *
  * A page's life on disk (each arrow is one LMDB transaction, or a file operation between them):
  *
- *   absent --reserve--> RESERVED --write tmp, rename--> RESERVED+FILE --commit--> CACHED
+ *   absent --reserve--> RESERVED --write its file--> RESERVED+FILE --commit--> CACHED
  *      ^        |                                                                  |
  *      |        +-- (space made by evicting CACHED pages, in the same transaction) |
  *      +--------------------- evicted / freed / failed its checksum ---------------+
+ *
+ * Pages come in runs (the pages one store request fetched): a run is reserved in one
+ * transaction and committed in one, so a stream costs two index commits per run, not per page.
  *
  * The hard limit: bytes_cached + bytes_reserved <= capacity is checked and kept in the same
  * transaction that reserves, and every page file on disk belongs to exactly one reservation or
@@ -20,9 +31,9 @@
  * A page is charged its size rounded up to 4 KiB, the space it really takes on the file system.
  *
  * Crash safety: a page becomes visible only by the commit that indexes it, after its file was
- * renamed into place, so no reader ever sees a torn page. A process killed in between leaves a
- * reservation naming it (pid and process start time); the next process to open the cache, or to
- * reserve that key, sees the owner is gone and removes its temp file and unindexed page file.
+ * written whole, so no reader ever sees a torn page (readers open only indexed pages). A process
+ * killed in between leaves a reservation naming it (its owner id); the next process to open the
+ * cache, or to reserve that key, sees the owner is gone and removes the unindexed page file.
  * Evicted files are unlinked inside the evicting transaction, before it commits: a kill there
  * leaves an index record without a file (read as a miss and dropped), never a file without one.
  *
@@ -44,7 +55,7 @@
 
 #define BLOCK 4096ULL
 #define WRITE_BACKOFF_NS (10ULL * 1000000000ULL)
-#define FORMAT_VERSION 1
+#define FORMAT_VERSION 2 /* 2: page files hold runs of pages */
 
 struct sl_page_rec {
     uint32_t size;
@@ -53,52 +64,70 @@ struct sl_page_rec {
     uint8_t pad[2];
     uint64_t checksum;
     uint64_t seq;
+    uint64_t file; /* the page file that holds it */
+    uint64_t off;  /* where in that file */
 };
 
 struct sl_reservation {
     uint64_t owner; /* the writer's owner id: its lock file is owners/<id> */
-    uint64_t seq;   /* names the temp file: tmp/<owner>.<seq> */
     uint64_t charge;
+    uint64_t file; /* the page file the writer is writing it to */
 };
 
 struct sl_disk {
-    char *dir, *pages_dir, *tmp_dir, *owners_dir;
+    char *dir, *pages_dir, *owners_dir;
     struct sl_db *db;
     uint64_t capacity;
     uint64_t owner;  /* random, for the life of this instance */
     int owner_fd;    /* owners/<owner>, flock'ed exclusively while we live */
-    _Atomic uint64_t tmp_seq;
     _Atomic uint64_t write_backoff_until; /* mono ns; no inserts before it */
+    _Atomic bool direct_ok;               /* the file system takes O_DIRECT writes */
+    bool punch_ok;                        /* ...and punches holes: runs share a file */
     struct sl_counters *ctr;
 };
 
-/* A write transaction, as the eviction backend's context. Files of pages it removes are
- * unlinked by dtx_commit() just before the commit, and not at all if it aborts: a transaction
- * that fails half way must not leave index records whose files are gone. */
+/* Space to give back when a transaction commits: a file to remove (len 0) or a page's hole to
+ * punch in it. */
+struct doomed {
+    char *path;
+    uint64_t off, len;
+};
+
+/* A write transaction, as the eviction backend's context. The space of pages it removes is
+ * given back by dtx_commit() just before the commit, and not at all if it aborts: a transaction
+ * that fails half way must not leave index records whose bytes are gone. */
 struct dtx {
     struct sl_disk *d;
     MDB_txn *txn;
-    char **doomed; /* files to unlink at commit */
+    struct doomed *doomed;
     size_t ndoomed, cap;
     struct sl_evict_backend be;
 };
+
+/* Writes all of data at off; -errno on failure. */
+static int pwrite_all(int fd, const void *data, size_t len, off_t off)
+{
+    while (len > 0) {
+        ssize_t w = pwrite(fd, data, len, off);
+        if (w < 0 && errno == EINTR) continue;
+        if (w < 0) return -errno;
+        if (w == 0) return -EIO;
+        data = (const char *)data + w;
+        len -= (size_t)w;
+        off += w;
+    }
+    return 0;
+}
 
 static uint64_t charge_of(uint64_t size)
 {
     return (size + BLOCK - 1) / BLOCK * BLOCK;
 }
 
-char *sl__disk_page_path(struct sl_disk *d, const uint8_t key[SL_PAGE_KEY_LEN])
+char *sl__disk_file_path(struct sl_disk *d, uint64_t file)
 {
-    char hex[2 * SL_PAGE_KEY_LEN + 1];
-    sl__hex(key, SL_PAGE_KEY_LEN, hex);
-    return sl__asprintf("%s/%.2s/%s", d->pages_dir, hex, hex);
-}
-
-static char *tmp_path(struct sl_disk *d, uint64_t owner, uint64_t seq)
-{
-    return sl__asprintf("%s/%016llx.%llu", d->tmp_dir, (unsigned long long)owner,
-                        (unsigned long long)seq);
+    return sl__asprintf("%s/%02x/%016llx", d->pages_dir, (unsigned)(file & 0xff),
+                        (unsigned long long)file);
 }
 
 /* Is the instance that wrote `owner` still alive? Each instance holds an exclusive flock on
@@ -363,13 +392,14 @@ static int dtx_begin(struct sl_disk *d, struct dtx *t)
     return sl__db_begin(d->db, true, &t->txn);
 }
 
-/* Marks a file to unlink at commit (takes path). */
-static int doom(struct dtx *t, char *path)
+/* Marks page file `file` to remove at commit (len 0), or [off, off + len) of it to punch. */
+static int doom(struct dtx *t, uint64_t file, uint64_t off, uint64_t len)
 {
+    char *path = sl__disk_file_path(t->d, file);
     if (!path) return -ENOMEM;
     if (t->ndoomed == t->cap) {
         size_t cap = t->cap ? 2 * t->cap : 16;
-        char **n = realloc(t->doomed, cap * sizeof(*n));
+        struct doomed *n = realloc(t->doomed, cap * sizeof(*n));
         if (!n) {
             free(path);
             return -ENOMEM;
@@ -377,13 +407,13 @@ static int doom(struct dtx *t, char *path)
         t->doomed = n;
         t->cap = cap;
     }
-    t->doomed[t->ndoomed++] = path;
+    t->doomed[t->ndoomed++] = (struct doomed){path, off, len};
     return 0;
 }
 
 static void dtx_forget(struct dtx *t)
 {
-    for (size_t i = 0; i < t->ndoomed; i++) free(t->doomed[i]);
+    for (size_t i = 0; i < t->ndoomed; i++) free(t->doomed[i].path);
     free(t->doomed);
     t->doomed = NULL;
     t->ndoomed = t->cap = 0;
@@ -395,17 +425,52 @@ static void dtx_abort(struct dtx *t)
     dtx_forget(t);
 }
 
-/* Unlinks the doomed files, then commits: the files are gone before the space they held is
+/* Gives back the doomed space, then commits: the bytes are gone before the space they held is
  * counted free, so the hard limit holds at every instant. A commit that fails after that leaves
- * records without files, which readers treat as misses and drop. */
+ * records without bytes, which readers treat as misses (a hole reads as zeros: a checksum
+ * failure) and drop. */
 static int dtx_commit(struct dtx *t)
 {
-    for (size_t i = 0; i < t->ndoomed; i++) unlink(t->doomed[i]);
+    for (size_t i = 0; i < t->ndoomed; i++) {
+        struct doomed *x = &t->doomed[i];
+        if (!x->len) {
+            unlink(x->path);
+            continue;
+        }
+        int fd = open(x->path, O_WRONLY | O_CLOEXEC);
+        if (fd < 0) continue;
+        fallocate(fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, (off_t)x->off, (off_t)x->len);
+        close(fd);
+    }
     dtx_forget(t);
     return sl__db_commit(t->txn);
 }
 
-/* Removes a cached page: its record, its queue entry, its bytes; its file at commit. */
+/* Adds delta to the count of indexed pages of a page file; returns the new count. */
+static uint64_t file_count(struct dtx *t, uint64_t file, int64_t delta)
+{
+    MDB_val k = {sizeof(file), &file}, v;
+    uint64_t n = 0;
+    if (mdb_get(t->txn, t->d->db->dbi[SL_DB_FILES], &k, &v) == 0 && v.mv_size == sizeof(n))
+        memcpy(&n, v.mv_data, sizeof(n));
+    n = delta < 0 && (uint64_t)-delta > n ? 0 : n + (uint64_t)delta;
+    if (n == 0) {
+        mdb_del(t->txn, t->d->db->dbi[SL_DB_FILES], &k, NULL);
+    } else {
+        v = (MDB_val){sizeof(n), &n};
+        mdb_put(t->txn, t->d->db->dbi[SL_DB_FILES], &k, &v, 0);
+    }
+    return n;
+}
+
+static bool file_indexed(struct dtx *t, uint64_t file)
+{
+    MDB_val k = {sizeof(file), &file}, v;
+    return mdb_get(t->txn, t->d->db->dbi[SL_DB_FILES], &k, &v) == 0;
+}
+
+/* Removes a cached page: its record, its queue entry, its bytes; at commit its hole in its
+ * file, or the file with its last page. */
 static int remove_page(struct dtx *t, const uint8_t key[SL_PAGE_KEY_LEN],
                        const struct sl_page_rec *rec)
 {
@@ -416,7 +481,8 @@ static int remove_page(struct dtx *t, const uint8_t key[SL_PAGE_KEY_LEN],
     queue_account(t, rec->queue, -(int64_t)charge_of(rec->size), -1);
     sl__db_add_u64(t->d->db, t->txn, "bytes_cached", -(int64_t)charge_of(rec->size));
     sl__db_add_u64(t->d->db, t->txn, "pages_cached", -1);
-    return doom(t, sl__disk_page_path(t->d, key));
+    if (file_count(t, rec->file, -1) == 0) return doom(t, rec->file, 0, 0);
+    return doom(t, rec->file, rec->off, charge_of(rec->size));
 }
 
 /* Evicts until `need` more bytes fit under the limit; SL_E_CACHE_FULL, evicting nothing, when
@@ -447,14 +513,14 @@ static int make_room(struct dtx *t, uint64_t need)
     }
 }
 
-/* Undoes the reservation of a process that is gone: its temp file, and the page file it may
- * have renamed into place before it died (never indexed, so nobody else's). */
+/* Undoes the reservation of a process that is gone, with the page file it may have written (or
+ * begun) before it died: a run is indexed whole or not at all, so a file with no indexed page
+ * is nobody's. */
 static int undo_reservation(struct dtx *t, const uint8_t key[SL_PAGE_KEY_LEN],
                             const struct sl_reservation *r)
 {
-    int rc = doom(t, tmp_path(t->d, r->owner, r->seq));
-    struct sl_page_rec rec;
-    if (rc == 0 && get_rec(t, key, &rec) == -ENOENT) rc = doom(t, sl__disk_page_path(t->d, key));
+    int rc = 0;
+    if (!file_indexed(t, r->file)) rc = doom(t, r->file, 0, 0);
     if (rc < 0) return rc;
     MDB_val k = {SL_PAGE_KEY_LEN, (void *)key};
     mdb_del(t->txn, t->d->db->dbi[SL_DB_RESERVE], &k, NULL);
@@ -534,30 +600,25 @@ out:
     }
     if ((rc = dtx_commit(&t)) < 0) return rc;
 
-    /* Temp files and lock files of dead owners that never got as far as a reservation. */
-    sweep_dead(d, d->tmp_dir);
+    /* Lock files of dead owners. */
     sweep_dead(d, d->owners_dir);
     return 0;
 }
 
-/* Removes every file of the pages and tmp folders: after the index was lost they belong to no
- * record, and would hold space the limit cannot see. */
+/* Removes every page file: after the index was lost they belong to no record, and would hold
+ * space the limit cannot see. */
 static void remove_all_pages(struct sl_disk *d)
 {
-    const char *folders[] = {d->tmp_dir, d->pages_dir};
-    for (int f = 0; f < 2; f++) {
-        for (int i = f == 0 ? 255 : 0; i < 256; i++) {
-            char *sub = f == 0 ? sl__strdup(folders[f])
-                               : sl__asprintf("%s/%02x", folders[f], i);
-            DIR *dir = sub ? opendir(sub) : NULL;
-            if (dir) {
-                struct dirent *de;
-                while ((de = readdir(dir)))
-                    if (de->d_name[0] != '.') unlinkat(dirfd(dir), de->d_name, 0);
-                closedir(dir);
-            }
-            free(sub);
+    for (int i = 0; i < 256; i++) {
+        char *sub = sl__asprintf("%s/%02x", d->pages_dir, i);
+        DIR *dir = sub ? opendir(sub) : NULL;
+        if (dir) {
+            struct dirent *de;
+            while ((de = readdir(dir)))
+                if (de->d_name[0] != '.') unlinkat(dirfd(dir), de->d_name, 0);
+            closedir(dir);
         }
+        free(sub);
     }
 }
 
@@ -579,6 +640,18 @@ static int open_index(struct sl_disk *d, const char *index)
     return sl__db_open(index, &d->db);
 }
 
+/* Can the file system under dir free a block in the middle of a file? */
+static bool can_punch(const char *dir)
+{
+    int fd = open(dir, O_TMPFILE | O_RDWR | O_CLOEXEC, 0600); /* unnamed: nothing left behind */
+    if (fd < 0) return false;
+    static const char block[BLOCK * 2];
+    bool ok = pwrite_all(fd, block, sizeof(block), 0) == 0 &&
+              fallocate(fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, 0, BLOCK) == 0;
+    close(fd);
+    return ok;
+}
+
 int sl__disk_open(const char *dir, uint64_t capacity, struct sl_counters *ctr, struct sl_disk **out)
 {
     struct sl_disk *d = calloc(1, sizeof(*d));
@@ -591,15 +664,13 @@ int sl__disk_open(const char *dir, uint64_t capacity, struct sl_counters *ctr, s
     d->owner_fd = -1;
     d->dir = sl__strdup(dir);
     d->pages_dir = sl__asprintf("%s/pages", dir);
-    d->tmp_dir = sl__asprintf("%s/tmp", dir);
     d->owners_dir = sl__asprintf("%s/owners", dir);
     index = sl__asprintf("%s/index", dir);
-    if (!d->dir || !d->pages_dir || !d->tmp_dir || !d->owners_dir || !index) {
+    if (!d->dir || !d->pages_dir || !d->owners_dir || !index) {
         rc = -ENOMEM;
         goto fail;
     }
-    if ((rc = sl__mkdirs(d->tmp_dir, 0755)) < 0 || (rc = sl__mkdirs(d->pages_dir, 0755)) < 0 ||
-        (rc = sl__mkdirs(d->owners_dir, 0755)) < 0)
+    if ((rc = sl__mkdirs(d->pages_dir, 0755)) < 0 || (rc = sl__mkdirs(d->owners_dir, 0755)) < 0)
         goto fail;
     /* The 256 fan-out folders exist up front, so a page write never has to make one. */
     for (int i = 0; i < 256; i++) {
@@ -617,7 +688,8 @@ int sl__disk_open(const char *dir, uint64_t capacity, struct sl_counters *ctr, s
     /* Registering as an owner also finds out, now and not at the first page, whether we can
      * write here at all. */
     if ((rc = owner_register(d)) < 0) goto fail;
-    atomic_store(&d->tmp_seq, 1);
+    atomic_store(&d->direct_ok, true);
+    d->punch_ok = can_punch(d->pages_dir);
     if ((rc = open_index(d, index)) < 0) goto fail;
     if ((rc = recover(d)) < 0) goto fail;
     free(index);
@@ -641,7 +713,6 @@ void sl__disk_close(struct sl_disk *d)
     }
     free(d->dir);
     free(d->pages_dir);
-    free(d->tmp_dir);
     free(d->owners_dir);
     free(d);
 }
@@ -656,34 +727,53 @@ void sl__disk_sync(struct sl_disk *d)
     if (d) mdb_env_sync(d->db->env, 1);
 }
 
-/* Drops a page found damaged or missing, if the record is still the one we read. */
-static void drop_if_same(struct sl_disk *d, const uint8_t key[SL_PAGE_KEY_LEN], uint64_t seq)
+/* Drops a page found damaged or missing, if the record is still the one we read; true if it
+ * was. In a write transaction: one that evicts the page (punching its hole before it commits)
+ * has committed by then, so a page evicted under the reader is not taken for a damaged one. */
+static bool drop_if_same(struct sl_disk *d, const uint8_t key[SL_PAGE_KEY_LEN], uint64_t seq)
 {
     struct dtx t;
     struct sl_page_rec rec;
-    if (dtx_begin(d, &t) < 0) return;
+    if (dtx_begin(d, &t) < 0) return false;
     if (get_rec(&t, key, &rec) == 0 && rec.seq == seq && remove_page(&t, key, &rec) == 0)
-        dtx_commit(&t);
-    else
-        dtx_abort(&t);
+        return dtx_commit(&t) == 0;
+    dtx_abort(&t);
+    return false;
+}
+
+/* The page's record, from a read transaction: 0, -ENOENT, or an index error. */
+static int read_rec(struct sl_disk *d, const uint8_t key[SL_PAGE_KEY_LEN], struct sl_page_rec *rec)
+{
+    MDB_txn *txn;
+    MDB_val k = {SL_PAGE_KEY_LEN, (void *)key}, v;
+    int rc = sl__db_begin(d->db, false, &txn);
+    if (rc < 0) return rc;
+    rc = mdb_get(txn, d->db->dbi[SL_DB_PAGES], &k, &v);
+    bool ok = rc == 0 && v.mv_size == sizeof(*rec);
+    if (ok) memcpy(rec, v.mv_data, sizeof(*rec));
+    mdb_txn_abort(txn);
+    if (rc) return sl__mdb_err(rc);
+    return ok ? 0 : -ENOENT; /* a record of another layout: not one we can trust */
+}
+
+int sl__disk_page_file(struct sl_disk *d, const uint8_t key[SL_PAGE_KEY_LEN], char **path,
+                       uint64_t *off)
+{
+    struct sl_page_rec rec;
+    int rc = read_rec(d, key, &rec);
+    if (rc < 0) return rc;
+    if (!(*path = sl__disk_file_path(d, rec.file))) return -ENOMEM;
+    *off = rec.off;
+    return 0;
 }
 
 int sl__disk_read(struct sl_disk *d, const uint8_t key[SL_PAGE_KEY_LEN], void *buf, size_t len)
 {
     struct sl_page_rec rec;
-    MDB_txn *txn;
-    MDB_val k = {SL_PAGE_KEY_LEN, (void *)key}, v;
-    int rc;
+    int rc = read_rec(d, key, &rec);
+    if (rc < 0) return rc;
 
-    if ((rc = sl__db_begin(d->db, false, &txn)) < 0) return rc;
-    rc = mdb_get(txn, d->db->dbi[SL_DB_PAGES], &k, &v);
-    bool ok = rc == 0 && v.mv_size == sizeof(rec);
-    if (ok) memcpy(&rec, v.mv_data, sizeof(rec));
-    mdb_txn_abort(txn);
-    if (rc) return sl__mdb_err(rc);
-    if (!ok) return -ENOENT; /* a record of another layout: not one we can trust */
-
-    char *path = sl__disk_page_path(d, key);
+    char *path = sl__disk_file_path(d, rec.file);
     if (!path) return -ENOMEM;
     int fd = open(path, O_RDONLY | O_CLOEXEC);
     free(path);
@@ -694,17 +784,18 @@ int sl__disk_read(struct sl_disk *d, const uint8_t key[SL_PAGE_KEY_LEN], void *b
     }
     size_t done = 0;
     while (done < len) {
-        ssize_t r = pread(fd, (char *)buf + done, len - done, (off_t)done);
+        ssize_t r = pread(fd, (char *)buf + done, len - done, (off_t)(rec.off + done));
         if (r < 0 && errno == EINTR) continue;
         if (r <= 0) break;
         done += (size_t)r;
     }
     close(fd);
     if (rec.size != len || done != len || XXH3_64bits(buf, len) != rec.checksum) {
+        /* Evicted while we read (its hole punched): a miss, not damage. */
+        if (!drop_if_same(d, key, rec.seq)) return -ENOENT;
         sl__count(d->ctr, SL_CTR_CHECKSUM_FAILURES, 1);
         sl__warn("cache %s: a cached page failed its checksum; dropped it and fetching it again",
                  d->dir);
-        drop_if_same(d, key, rec.seq);
         return SL_E_CHECKSUM;
     }
     return 0;
@@ -720,99 +811,138 @@ bool sl__disk_contains(struct sl_disk *d, const uint8_t key[SL_PAGE_KEY_LEN])
     return found;
 }
 
-static int write_file(const char *path, const void *data, size_t len)
+/* Writes a new page file holding pages[i] at offs[i] (block-aligned). The whole blocks of
+ * aligned buffers go around the page cache (O_DIRECT): on ext4 a buffered write costs several
+ * times the CPU of the network receive that fetched the bytes, CPU the fetches of the next
+ * pages need (docs/benchmarks.md); the device takes them straight from our buffers. The tails,
+ * and file systems without O_DIRECT (tmpfs on older kernels), go through the page cache. */
+static int write_file(struct sl_disk *d, const char *path, const struct iovec *pages,
+                      const uint64_t *offs, size_t n)
 {
-    int fd = open(path, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0644);
+    const int flags = O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC;
+    bool direct = atomic_load(&d->direct_ok);
+    int fd = open(path, flags | (direct ? O_DIRECT : 0), 0644);
+    if (fd < 0 && direct && errno == EINVAL) {
+        /* The file system has no direct I/O; the open may have made the file before saying so. */
+        atomic_store(&d->direct_ok, false);
+        direct = false;
+        unlink(path);
+        fd = open(path, flags, 0644);
+    }
     if (fd < 0) return -errno;
+
     int rc = 0;
-    while (len > 0) {
-        ssize_t w = write(fd, data, len);
-        if (w < 0) {
-            if (errno == EINTR) continue;
-            rc = -errno;
+    size_t done[SL_DISK_RUN_MAX] = {0}; /* bytes of each page written directly */
+    for (size_t i = 0; i < n && direct && rc == 0; i++) {
+        if ((uintptr_t)pages[i].iov_base % SL_BUF_ALIGN) continue;
+        done[i] = pages[i].iov_len / BLOCK * BLOCK;
+        rc = pwrite_all(fd, pages[i].iov_base, done[i], (off_t)offs[i]);
+        if (rc == -EINVAL) {
+            /* Direct I/O with other alignment rules than ours: buffered from here on. */
+            atomic_store(&d->direct_ok, false);
+            memset(done, 0, sizeof(done));
+            rc = 0;
             break;
         }
-        data = (const char *)data + w;
-        len -= (size_t)w;
     }
+    if (rc == 0 && direct && fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) & ~O_DIRECT) < 0) rc = -errno;
+    for (size_t i = 0; i < n && rc == 0; i++)
+        rc = pwrite_all(fd, (const char *)pages[i].iov_base + done[i], pages[i].iov_len - done[i],
+                        (off_t)(offs[i] + done[i]));
     if (close(fd) < 0 && !rc) rc = -errno;
     if (rc) unlink(path);
     return rc;
 }
 
-/* Step 1: reserve the page's space (evicting as needed). 1 = skip this page. */
-static int reserve(struct sl_disk *d, const uint8_t key[SL_PAGE_KEY_LEN], uint64_t charge,
-                   uint64_t seq)
+/* Step 1: reserves the space of each page of the run that is neither cached nor being written
+ * by a live process (evicting as needed), all to be written to one new page file, *file.
+ * reserved[i] says which; 0 with none reserved is fine. */
+static int reserve_run(struct sl_disk *d, const uint8_t (*keys)[SL_PAGE_KEY_LEN],
+                       const uint64_t *charges, size_t n, bool *reserved, uint64_t *file)
 {
     struct dtx t;
-    struct sl_page_rec rec;
-    MDB_val k = {SL_PAGE_KEY_LEN, (void *)key}, v;
     int rc;
 
+    for (size_t i = 0; i < n; i++) reserved[i] = false;
     if ((rc = dtx_begin(d, &t)) < 0) return rc;
-    if (get_rec(&t, key, &rec) == 0) {
-        rc = 1; /* cached already */
-        goto out;
-    }
-    if (mdb_get(t.txn, d->db->dbi[SL_DB_RESERVE], &k, &v) == 0 && v.mv_size == sizeof(struct sl_reservation)) {
-        struct sl_reservation r;
-        memcpy(&r, v.mv_data, sizeof(r));
-        if (owner_alive(d, r.owner)) {
-            rc = 1; /* someone is writing it now */
-            goto out;
+    *file = next_seq(&t, "file.seq");
+    size_t nreserved = 0;
+    for (size_t i = 0; i < n && rc == 0; i++) {
+        struct sl_page_rec rec;
+        MDB_val k = {SL_PAGE_KEY_LEN, (void *)keys[i]}, v;
+        if (get_rec(&t, keys[i], &rec) == 0) continue; /* cached already */
+        if (mdb_get(t.txn, d->db->dbi[SL_DB_RESERVE], &k, &v) == 0 &&
+            v.mv_size == sizeof(struct sl_reservation)) {
+            struct sl_reservation r;
+            memcpy(&r, v.mv_data, sizeof(r));
+            if (owner_alive(d, r.owner)) continue; /* someone is writing it now */
+            if ((rc = undo_reservation(&t, keys[i], &r)) < 0) break;
         }
-        if ((rc = undo_reservation(&t, key, &r)) < 0) goto out;
+        rc = make_room(&t, charges[i]);
+        if (rc == SL_E_CACHE_FULL && nreserved > 0) {
+            rc = 0; /* the pages reserved so far are worth writing */
+            break;
+        }
+        if (rc < 0) break;
+        struct sl_reservation r = {.owner = d->owner, .charge = charges[i], .file = *file};
+        v = (MDB_val){sizeof(r), &r};
+        if ((rc = sl__mdb_err(mdb_put(t.txn, d->db->dbi[SL_DB_RESERVE], &k, &v, 0))) < 0) break;
+        sl__db_add_u64(d->db, t.txn, "bytes_reserved", (int64_t)charges[i]);
+        reserved[i] = true;
+        nreserved++;
     }
-    if ((rc = make_room(&t, charge)) < 0) goto out;
-    struct sl_reservation r = {.owner = d->owner, .seq = seq, .charge = charge};
-    v = (MDB_val){sizeof(r), &r};
-    if ((rc = sl__mdb_err(mdb_put(t.txn, d->db->dbi[SL_DB_RESERVE], &k, &v, 0))) < 0) goto out;
-    sl__db_add_u64(d->db, t.txn, "bytes_reserved", (int64_t)charge);
-out:
-    if (rc != 0) {
+    if (rc < 0) {
         dtx_abort(&t);
+        for (size_t i = 0; i < n; i++) reserved[i] = false;
         return rc;
     }
     return dtx_commit(&t);
 }
 
-/* Step 3: index the page (committed) or just give the reservation back (!commit). */
-static int settle(struct sl_disk *d, const uint8_t key[SL_PAGE_KEY_LEN], enum sl_policy pol,
-                  uint64_t charge, uint64_t size, uint64_t checksum, bool commit)
+/* Step 3: gives back the run's reservations and, when `written`, indexes its pages at offs[]
+ * in `file`. If any reservation is no longer ours (another process took us for dead and undid
+ * it, removing the file it found unindexed), none is indexed and the file goes. */
+static int settle_run(struct sl_disk *d, const uint8_t (*keys)[SL_PAGE_KEY_LEN], enum sl_policy pol,
+                      const uint64_t *charges, const uint32_t *sizes, const uint64_t *sums,
+                      const uint64_t *offs, const bool *reserved, size_t n, uint64_t file,
+                      bool written)
 {
     struct dtx t;
-    MDB_val k = {SL_PAGE_KEY_LEN, (void *)key};
     int rc;
 
     if ((rc = dtx_begin(d, &t)) < 0) return rc;
-    /* Give back only our own reservation: if another process took us for dead and undid it
-     * (processes in different pid namespaces cannot see each other), it returned the space. */
-    MDB_val v;
-    struct sl_reservation r;
-    bool ours = mdb_get(t.txn, d->db->dbi[SL_DB_RESERVE], &k, &v) == 0 &&
-                v.mv_size == sizeof(r) &&
-                (memcpy(&r, v.mv_data, sizeof(r)), r.owner == d->owner);
-    if (ours) {
-        mdb_del(t.txn, d->db->dbi[SL_DB_RESERVE], &k, NULL);
-        sl__db_add_u64(d->db, t.txn, "bytes_reserved", -(int64_t)charge);
-    } else if (commit) {
-        /* Our reservation was undone (we were taken for dead): the space was never ours to
-         * fill. Not indexing the page keeps the limit; the caller takes the file back. */
-        rc = SL_E_CACHE_FULL;
-        goto out;
+    size_t indexed = 0;
+    for (size_t pass = 0; pass < 2 && rc == 0; pass++) {
+        for (size_t i = 0; i < n && rc == 0; i++) {
+            if (!reserved[i]) continue;
+            MDB_val k = {SL_PAGE_KEY_LEN, (void *)keys[i]}, v;
+            struct sl_reservation r;
+            bool ours = mdb_get(t.txn, d->db->dbi[SL_DB_RESERVE], &k, &v) == 0 &&
+                        v.mv_size == sizeof(r) &&
+                        (memcpy(&r, v.mv_data, sizeof(r)), r.owner == d->owner && r.file == file);
+            if (pass == 0) {
+                written &= ours; /* the first pass only looks */
+                continue;
+            }
+            if (!ours) continue;
+            mdb_del(t.txn, d->db->dbi[SL_DB_RESERVE], &k, NULL);
+            sl__db_add_u64(d->db, t.txn, "bytes_reserved", -(int64_t)charges[i]);
+            if (!written) continue;
+            struct sl_page_rec rec = {.size = sizes[i], .checksum = sums[i], .file = file,
+                                      .off = offs[i]};
+            rec.queue = (uint8_t)sl__evict_queue_for_insert(&t.be, pol, keys[i]);
+            rec.seq = next_seq(&t, "seq");
+            if ((rc = put_rec(&t, keys[i], &rec)) < 0 ||
+                (rc = queue_put(&t, rec.queue, rec.seq, keys[i], SL_PAGE_KEY_LEN)) < 0)
+                break;
+            queue_account(&t, rec.queue, (int64_t)charges[i], 1);
+            sl__db_add_u64(d->db, t.txn, "bytes_cached", (int64_t)charges[i]);
+            sl__db_add_u64(d->db, t.txn, "pages_cached", 1);
+            indexed++;
+        }
     }
-    if (commit) {
-        struct sl_page_rec rec = {.size = (uint32_t)size, .checksum = checksum};
-        rec.queue = (uint8_t)sl__evict_queue_for_insert(&t.be, pol, key);
-        rec.seq = next_seq(&t, "seq");
-        if ((rc = put_rec(&t, key, &rec)) < 0 ||
-            (rc = queue_put(&t, rec.queue, rec.seq, key, SL_PAGE_KEY_LEN)) < 0)
-            goto out;
-        queue_account(&t, rec.queue, (int64_t)charge, 1);
-        sl__db_add_u64(d->db, t.txn, "bytes_cached", (int64_t)charge);
-        sl__db_add_u64(d->db, t.txn, "pages_cached", 1);
-    }
-out:
+    if (rc == 0 && indexed) file_count(&t, file, (int64_t)indexed);
+    if (rc == 0 && !indexed) rc = doom(&t, file, 0, 0);
     if (rc < 0) {
         dtx_abort(&t);
         return rc;
@@ -820,33 +950,63 @@ out:
     return dtx_commit(&t);
 }
 
-int sl__disk_insert(struct sl_disk *d, const uint8_t key[SL_PAGE_KEY_LEN], enum sl_policy pol,
-                    const void *data, size_t len)
+static int insert_run(struct sl_disk *d, const uint8_t (*keys)[SL_PAGE_KEY_LEN], enum sl_policy pol,
+                      const struct iovec *pages, size_t n)
 {
-    uint64_t charge = charge_of(len);
+    uint64_t charges[SL_DISK_RUN_MAX], sums[SL_DISK_RUN_MAX], offs[SL_DISK_RUN_MAX], file;
+    uint32_t sizes[SL_DISK_RUN_MAX];
+    bool reserved[SL_DISK_RUN_MAX];
+    struct iovec mine[SL_DISK_RUN_MAX];
+    uint64_t mine_offs[SL_DISK_RUN_MAX];
     int rc;
 
-    if (charge > d->capacity) return 0;
-    if (sl__mono_ns() < atomic_load(&d->write_backoff_until)) return 0;
-
-    uint64_t seq = atomic_fetch_add(&d->tmp_seq, 1);
-    rc = reserve(d, key, charge, seq);
-    if (rc == 1) return 0;
-    if (rc < 0) return rc; /* SL_E_CACHE_FULL, or the index failed: nothing was written */
-
-    char *tmp = tmp_path(d, d->owner, seq), *path = sl__disk_page_path(d, key);
-    if (!tmp || !path)
-        rc = -ENOMEM;
-    else if ((rc = write_file(tmp, data, len)) == 0 && rename(tmp, path) < 0) {
-        rc = -errno;
-        unlink(tmp);
+    for (size_t i = 0; i < n; i++) {
+        sizes[i] = (uint32_t)pages[i].iov_len;
+        charges[i] = charge_of(pages[i].iov_len);
+        if (charges[i] > d->capacity) return 0;
     }
-    if (rc == 0 && (rc = settle(d, key, pol, charge, len, XXH3_64bits(data, len), true)) < 0)
-        unlink(path); /* renamed but not indexed: take it back before giving the space back */
-    if (rc < 0) settle(d, key, pol, charge, len, 0, false);
-    free(tmp);
-    free(path);
+    /* SL_E_CACHE_FULL, or the index failed: nothing was written. */
+    if ((rc = reserve_run(d, keys, charges, n, reserved, &file)) < 0) return rc;
 
+    /* Step 2: the file, with the reserved pages one after the other. */
+    size_t m = 0;
+    uint64_t at = 0;
+    for (size_t i = 0; i < n; i++) {
+        if (!reserved[i]) continue;
+        offs[i] = at;
+        sums[i] = XXH3_64bits(pages[i].iov_base, pages[i].iov_len);
+        mine[m] = pages[i];
+        mine_offs[m++] = at;
+        at += charges[i];
+    }
+    if (m == 0) return 0;
+    char *path = sl__disk_file_path(d, file);
+    rc = path ? write_file(d, path, mine, mine_offs, m) : -ENOMEM;
+    free(path);
+    int src = settle_run(d, keys, pol, charges, sizes, sums, offs, reserved, n, file, rc == 0);
+    if (src < 0 && rc == 0) {
+        /* Not indexed: give the space back (a second try, in a fresh transaction, that
+         * indexes nothing and removes the file). */
+        settle_run(d, keys, pol, charges, sizes, sums, offs, reserved, n, file, false);
+        rc = src;
+    }
+    return rc;
+}
+
+int sl__disk_insert_run(struct sl_disk *d, const uint8_t (*keys)[SL_PAGE_KEY_LEN],
+                        enum sl_policy pol, const struct iovec *pages, size_t n)
+{
+    int rc = 0;
+
+    if (n > SL_DISK_RUN_MAX) return -EINVAL;
+    if (sl__mono_ns() < atomic_load(&d->write_backoff_until)) return 0;
+    if (d->punch_ok) {
+        rc = insert_run(d, keys, pol, pages, n);
+    } else {
+        /* Without holes, a page evicted from a shared file would keep its space: one file
+         * per page. */
+        for (size_t i = 0; i < n && rc == 0; i++) rc = insert_run(d, keys + i, pol, pages + i, 1);
+    }
     if (rc < 0 && rc != -ENOMEM && rc != SL_E_CACHE_FULL) {
         /* A full or failing disk: read through for a while instead of failing every page. */
         uint64_t until = sl__mono_ns() + WRITE_BACKOFF_NS;
@@ -856,6 +1016,13 @@ int sl__disk_insert(struct sl_disk *d, const uint8_t key[SL_PAGE_KEY_LEN], enum 
                      sl_strerror(rc));
     }
     return rc;
+}
+
+int sl__disk_insert(struct sl_disk *d, const uint8_t key[SL_PAGE_KEY_LEN], enum sl_policy pol,
+                    const void *data, size_t len)
+{
+    struct iovec page = {(void *)data, len};
+    return sl__disk_insert_run(d, (const uint8_t(*)[SL_PAGE_KEY_LEN])key, pol, &page, 1);
 }
 
 int sl__disk_apply(struct sl_disk *d, const uint64_t deltas[SL_CTR__COUNT],

@@ -74,7 +74,10 @@ uint8_t *sl__mem_buf_alloc(struct sl_mem *mem, size_t len)
         pthread_mutex_unlock(&mem->buf_lock);
         if (buf) return buf;
     }
-    return malloc(len ? len : 1);
+    /* Aligned to the block size, so the disk tier can write a page straight from its buffer
+     * (O_DIRECT) without a copy into the kernel's page cache. */
+    void *buf = NULL;
+    return posix_memalign(&buf, SL_BUF_ALIGN, len ? len : 1) == 0 ? buf : NULL;
 }
 
 void sl__mem_buf_free(struct sl_mem *mem, uint8_t *buf, size_t len)

@@ -4,6 +4,8 @@
 #ifndef SL_TIER_H
 #define SL_TIER_H
 
+#include <sys/uio.h>
+
 #include "cache/evict.h"
 #include "core/core.h"
 
@@ -70,6 +72,9 @@ struct sl_mem {
 
 int sl__mem_init(struct sl_mem *mem, uint64_t capacity, uint32_t page_size);
 void sl__mem_fini(struct sl_mem *mem);
+/* Page buffers start on a block boundary (see sl__disk_insert). */
+#define SL_BUF_ALIGN 4096
+
 /* A buffer for len bytes of page data (recycled when len is a full page); free it with
  * sl__mem_buf_free() or hand it to sl__mem_set_ready(). Any lock may be held. */
 uint8_t *sl__mem_buf_alloc(struct sl_mem *mem, size_t len);
@@ -103,9 +108,17 @@ bool sl__disk_contains(struct sl_disk *d, const uint8_t key[SL_PAGE_KEY_LEN]);
 
 /* Caches a page; best effort (0 when skipped: already cached, being written by another process,
  * larger than the tier). SL_E_CACHE_FULL: nothing can be evicted (the tier is full of pinned
- * pages). Other errors: the disk refused the write. */
+ * pages). Other errors: the disk refused the write. A buffer aligned to SL_BUF_ALIGN is written
+ * around the kernel's page cache (O_DIRECT) where the file system allows it. */
 int sl__disk_insert(struct sl_disk *d, const uint8_t key[SL_PAGE_KEY_LEN], enum sl_policy pol,
                     const void *data, size_t len);
+
+/* The same for a run of pages (at most SL_DISK_RUN_MAX), with one index commit to reserve
+ * their space and one to index them, instead of two per page. A tier too full for the whole
+ * run keeps the pages that fit. */
+#define SL_DISK_RUN_MAX 64
+int sl__disk_insert_run(struct sl_disk *d, const uint8_t (*keys)[SL_PAGE_KEY_LEN],
+                        enum sl_policy pol, const struct iovec *pages, size_t n);
 
 /* Adds counter deltas and applies batched hits, in one transaction. */
 int sl__disk_apply(struct sl_disk *d, const uint64_t deltas[SL_CTR__COUNT],
@@ -120,7 +133,10 @@ int sl__disk_stats(struct sl_disk *d, sl_cache_stats_t *out);
 int sl__disk_reset_counters(struct sl_disk *d);
 void sl__disk_sync(struct sl_disk *d);
 
-/* The file of a page, for tests and tools: "<dir>/pages/ab/<64 hex>". Caller frees. */
-char *sl__disk_page_path(struct sl_disk *d, const uint8_t key[SL_PAGE_KEY_LEN]);
+/* The path of page file number `file`. */
+char *sl__disk_file_path(struct sl_disk *d, uint64_t file);
+/* Where a cached page's bytes are: its page file and the offset in it. */
+int sl__disk_page_file(struct sl_disk *d, const uint8_t key[SL_PAGE_KEY_LEN], char **path,
+                       uint64_t *off);
 
 #endif /* SL_TIER_H */

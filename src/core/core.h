@@ -165,6 +165,7 @@ enum sl_dbi {
     SL_DB_RESERVE, /* page key -> struct sl_reservation: disk space promised to a writer */
     SL_DB_META,    /* object id -> metadata cache record */
     SL_DB_DIRENT,  /* dir id + name -> listing snapshot entry */
+    SL_DB_FILES,   /* u64 page file number -> u64 pages of it still indexed */
     SL_DB__COUNT
 };
 

@@ -23,7 +23,7 @@
 static const char *const db_names[SL_DB__COUNT] = {
     [SL_DB_STATE] = "state",     [SL_DB_PAGES] = "pages",   [SL_DB_QUEUE] = "queue",
     [SL_DB_GHOST] = "ghost",     [SL_DB_RESERVE] = "reserve", [SL_DB_META] = "meta",
-    [SL_DB_DIRENT] = "dirent",
+    [SL_DB_DIRENT] = "dirent",  [SL_DB_FILES] = "files",
 };
 
 /* LMDB forbids opening one environment twice in a process: closing either copy would drop the

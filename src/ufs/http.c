@@ -213,7 +213,7 @@ static bool same_version(const struct sl_net_req *r, const char *version)
 }
 
 static int http_read(struct sl_ufs *u, const char *path, const char *version, uint64_t off,
-                     void *buf, size_t len, size_t *nread)
+                     const struct iovec *iov, int iovcnt, size_t *nread)
 {
     struct http_store *s = (struct http_store *)u;
     char *url = url_of(s, path, false), *cond = NULL;
@@ -229,7 +229,7 @@ static int http_read(struct sl_ufs *u, const char *path, const char *version, ui
     if (url) {
         struct sl_net_read rd = {.url = url, .headers = headers, .version = version,
                                  .matches = same_version, .follow = true, .off = off,
-                                 .len = len, .buf = buf, .split = s->split,
+                                 .iov = iov, .iovcnt = iovcnt, .split = s->split,
                                  .max_parts = s->concurrency};
         rc = sl__net_read(s->net, &rd);
         if (rc == 0)

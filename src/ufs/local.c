@@ -216,7 +216,7 @@ static bool same_version(const struct stat *sb, const char *version)
 }
 
 static int local_read(struct sl_ufs *u, const char *path, const char *version, uint64_t off,
-                      void *buf, size_t len, size_t *nread)
+                      const struct iovec *iov, int iovcnt, size_t *nread)
 {
     struct stat sb;
     char *fp = full_path((struct local_store *)u, path);
@@ -244,15 +244,21 @@ static int local_read(struct sl_ufs *u, const char *path, const char *version, u
         rc = SL_E_CHANGED;
         goto out;
     }
-    while (done < len) {
-        ssize_t r = pread(fd, (char *)buf + done, len - done, (off_t)(off + done));
-        if (r < 0) {
-            if (errno == EINTR) continue;
-            rc = -errno;
-            goto out;
+    for (int i = 0; i < iovcnt; i++) {
+        size_t got = 0;
+        while (got < iov[i].iov_len) {
+            ssize_t r = pread(fd, (char *)iov[i].iov_base + got, iov[i].iov_len - got,
+                              (off_t)(off + done + got));
+            if (r < 0) {
+                if (errno == EINTR) continue;
+                rc = -errno;
+                goto out;
+            }
+            if (r == 0) break;
+            got += (size_t)r;
         }
-        if (r == 0) break;
-        done += (size_t)r;
+        done += got;
+        if (got < iov[i].iov_len) break; /* the end of the file */
     }
     /* Written while we read? Then what we hold may mix two versions. */
     if (fstat(fd, &sb) < 0)

@@ -274,6 +274,29 @@ static size_t on_header(char *line, size_t size, size_t n, void *arg)
     return len;
 }
 
+/* Copies n bytes of a ranged GET's reply to where byte `got` of its range goes. */
+static void land(struct sl_net_req *r, const char *data, size_t n)
+{
+    if (!r->dstv) {
+        memcpy((char *)r->dst + r->got, data, n);
+        r->got += n;
+        return;
+    }
+    uint64_t pos = r->got;
+    for (int i = 0; i < r->ndstv && n > 0; i++) {
+        if (pos >= r->dstv[i].iov_len) {
+            pos -= r->dstv[i].iov_len;
+            continue;
+        }
+        size_t k = (size_t)SL_MIN((uint64_t)n, r->dstv[i].iov_len - pos);
+        memcpy((char *)r->dstv[i].iov_base + pos, data, k);
+        data += k;
+        n -= k;
+        r->got += k;
+        pos = 0;
+    }
+}
+
 static size_t on_body(char *data, size_t size, size_t n, void *arg)
 {
     struct sl_net_req *r = arg;
@@ -285,7 +308,7 @@ static size_t on_body(char *data, size_t size, size_t n, void *arg)
         if (room && sl__buf_append(&r->p.errbody, data, SL_MIN(room, len)) < 0) return 0;
         return len;
     }
-    if (!r->dst) {
+    if (!r->dst && !r->dstv) {
         if (!r->out) return len; /* a reply body nobody asked for (a PUT's "OK" page) */
         if (r->out->len + len > SL_NET_MAX_BODY) {
             r->p.overflow = true;
@@ -307,8 +330,7 @@ static size_t on_body(char *data, size_t size, size_t n, void *arg)
     }
     size_t used = 0;
     size_t want = (size_t)SL_MIN((uint64_t)(len - used), r->range_len - r->got);
-    memcpy((char *)r->dst + r->got, data + used, want);
-    r->got += want;
+    land(r, data + used, want);
     if (used + want < len) {
         r->p.truncated = true; /* more than the range: we have what we asked for */
         return 0;
@@ -510,14 +532,14 @@ static void finish_attempt(struct sl_net *net, struct sl_net_req *r)
     uint64_t now = sl__mono_ns();
     if (r->curl_rc == CURLE_WRITE_ERROR && r->p.truncated) r->curl_rc = CURLE_OK;
     /* Every byte asked for is in: a reset after the last one changes nothing. */
-    if (r->dst && r->status >= 200 && r->status <= 299 && r->got == r->range_len)
+    if ((r->dst || r->dstv) && r->status >= 200 && r->status <= 299 && r->got == r->range_len)
         r->curl_rc = CURLE_OK;
     /* An attempt that moved bytes renews the retry budget: the budget bounds time spent
      * failing, not time spent transferring (a large part on a slow link). */
     if (r->got > r->p.attempt_got) r->p.budget_ns = now;
     if (r->status >= 300) parse_error(r, r->p.errbody.data, r->p.errbody.len);
     /* A ranged GET that ended early without a transport error is cut short all the same. */
-    if (r->curl_rc == CURLE_OK && r->dst && r->status >= 200 && r->status <= 299 &&
+    if (r->curl_rc == CURLE_OK && (r->dst || r->dstv) && r->status >= 200 && r->status <= 299 &&
         r->got < r->range_len) {
         /* Where the object ends, as far as this reply tells; short of it is a cut. */
         uint64_t object_end = UINT64_MAX;
@@ -657,6 +679,22 @@ const struct sl_net_req *sl__net_failed(struct sl_net_req *const *reqs, size_t n
     return reqs[0];
 }
 
+/* The pieces of iov that hold bytes [from, to) of it, into out (at most cnt of them). */
+static int iov_slice(const struct iovec *iov, int cnt, uint64_t from, uint64_t to,
+                     struct iovec *out)
+{
+    int n = 0;
+    uint64_t pos = 0;
+    for (int i = 0; i < cnt && pos < to; i++) {
+        uint64_t start = pos, end = pos + iov[i].iov_len;
+        pos = end;
+        if (end <= from) continue;
+        uint64_t a = SL_MAX(start, from), b = SL_MIN(end, to);
+        out[n++] = (struct iovec){(char *)iov[i].iov_base + (a - start), (size_t)(b - a)};
+    }
+    return n;
+}
+
 int sl__net_read(struct sl_net *net, struct sl_net_read *rd)
 {
     size_t nparts = 1;
@@ -664,23 +702,29 @@ int sl__net_read(struct sl_net *net, struct sl_net_read *rd)
 
     rd->nread = 0;
     memset(&rd->failed, 0, sizeof(rd->failed));
-    if (rd->len == 0) return 0;
-    if (rd->split && rd->len > rd->split && rd->max_parts > 1)
-        nparts = (size_t)SL_MIN((rd->len + rd->split - 1) / rd->split, (uint64_t)rd->max_parts);
-    uint64_t chunk = (rd->len + nparts - 1) / nparts;
+    uint64_t len = 0;
+    for (int i = 0; i < rd->iovcnt; i++) len += rd->iov[i].iov_len;
+    if (len == 0) return 0;
+    if (rd->split && len > rd->split && rd->max_parts > 1)
+        nparts = (size_t)SL_MIN((len + rd->split - 1) / rd->split, (uint64_t)rd->max_parts);
+    uint64_t chunk = (len + nparts - 1) / nparts;
     struct sl_net_req *reqs = calloc(nparts, sizeof(*reqs));
     struct sl_net_req **ptrs = calloc(nparts, sizeof(*ptrs));
-    if (!reqs || !ptrs) {
+    struct iovec *slices = calloc(nparts * (size_t)rd->iovcnt, sizeof(*slices));
+    if (!reqs || !ptrs || !slices) {
         free(reqs);
         free(ptrs);
+        free(slices);
         return -ENOMEM;
     }
     for (size_t i = 0; i < nparts; i++) {
-        uint64_t from = i * chunk, to = SL_MIN((uint64_t)rd->len, from + chunk);
+        uint64_t from = i * chunk, to = SL_MIN(len, from + chunk);
+        struct iovec *mine = slices + i * (size_t)rd->iovcnt;
         reqs[i] = (struct sl_net_req){.method = "GET", .url = rd->url, .headers = rd->headers,
                                       .follow = rd->follow, .range = true,
                                       .range_off = rd->off + from, .range_len = to - from,
-                                      .dst = (char *)rd->buf + from};
+                                      .dstv = mine,
+                                      .ndstv = iov_slice(rd->iov, rd->iovcnt, from, to, mine)};
         ptrs[i] = &reqs[i];
     }
     rc = sl__net_run(net, ptrs, nparts);
@@ -709,6 +753,7 @@ int sl__net_read(struct sl_net *net, struct sl_net_read *rd)
     if (rc == 0) rd->nread = done;
     free(reqs);
     free(ptrs);
+    free(slices);
     return rc;
 }
 

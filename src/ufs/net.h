@@ -11,6 +11,7 @@
 #define SL_NET_H
 
 #include <curl/curl.h>
+#include <sys/uio.h>
 
 #include "core/core.h"
 
@@ -45,7 +46,9 @@ struct sl_net_req {
     bool range;                   /* GET only [range_off, range_off + range_len) */
     uint64_t range_off, range_len;
     void *dst;                    /* with range: the bytes land here (range_len bytes) */
-    struct sl_buf *out;           /* without dst: the whole body of a 2xx reply */
+    const struct iovec *dstv;     /* or in these buffers, in order (their lengths sum to it) */
+    int ndstv;
+    struct sl_buf *out;           /* without dst(v): the whole body of a 2xx reply */
 
     /* out */
     long status;                  /* HTTP status of the last attempt; 0: no reply */
@@ -93,8 +96,9 @@ void sl__net_close(struct sl_net *net); /* accepts NULL */
 int sl__net_run(struct sl_net *net, struct sl_net_req *const *reqs, size_t n);
 int sl__net_one(struct sl_net *net, struct sl_net_req *req);
 
-/* A read of [off, off + len) of one version of an object: parallel ranged GETs of `split`
- * bytes (at most max_parts at once; the rest wait for a slot). */
+/* A read of [off, off + the buffers' total length) of one version of an object into the
+ * buffers, in order: parallel ranged GETs of `split` bytes (at most max_parts at once; the
+ * rest wait for a slot). */
 struct sl_net_read {
     const char *url;
     const char *const *headers; /* the conditions that pin the version (If-Match...) */
@@ -103,12 +107,12 @@ struct sl_net_read {
     bool (*matches)(const struct sl_net_req *r, const char *version);
     bool follow;
     uint64_t off;
-    size_t len;
-    void *buf;
+    const struct iovec *iov;
+    int iovcnt;
     uint64_t split;
     unsigned max_parts;
     /* out */
-    size_t nread;               /* < len only at the end of the object */
+    size_t nread;               /* short only at the end of the object */
     struct sl_net_req failed;   /* on failure, the reply (or transport failure) behind it */
 };
 

@@ -612,7 +612,7 @@ static bool etag_matches(const struct sl_net_req *r, const char *version)
 }
 
 static int s3_read(struct sl_ufs *u, const char *path, const char *version, uint64_t off,
-                   void *buf, size_t len, size_t *nread)
+                   const struct iovec *iov, int iovcnt, size_t *nread)
 {
     struct s3_store *s = (struct s3_store *)u;
     char *key = key_of(s, path), *url = key ? object_url(s, key, NULL) : NULL;
@@ -625,7 +625,7 @@ static int s3_read(struct sl_ufs *u, const char *path, const char *version, uint
     if (url && (!version || !*version || if_match)) {
         /* One range per part_size, all at once: a cold large read fills the link. */
         struct sl_net_read rd = {.url = url, .headers = headers, .version = version,
-                                 .matches = etag_matches, .off = off, .len = len, .buf = buf,
+                                 .matches = etag_matches, .off = off, .iov = iov, .iovcnt = iovcnt,
                                  .split = s->part_size, .max_parts = s->concurrency};
         rc = sl__net_read(s->net, &rd);
         if (rc == 0)

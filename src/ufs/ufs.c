@@ -105,14 +105,21 @@ void sl__ufs_list_close(struct sl_ufs *u, struct sl_ufs_lister *l)
     if (l) u->ops->list_close(l);
 }
 
-int sl__ufs_read(struct sl_ufs *u, const char *path, const char *version, uint64_t off, void *buf,
-                 size_t len, size_t *nread)
+int sl__ufs_readv(struct sl_ufs *u, const char *path, const char *version, uint64_t off,
+                  const struct iovec *iov, int iovcnt, size_t *nread)
 {
     sl__count(u->ctr, SL_CTR_UFS_REQUESTS, 1);
-    int rc = u->ops->read(u, path, version, off, buf, len, nread);
+    int rc = u->ops->read(u, path, version, off, iov, iovcnt, nread);
     if (rc < 0) return fail(u, path, rc);
     sl__count(u->ctr, SL_CTR_UFS_BYTES_READ, *nread);
     return 0;
+}
+
+int sl__ufs_read(struct sl_ufs *u, const char *path, const char *version, uint64_t off, void *buf,
+                 size_t len, size_t *nread)
+{
+    struct iovec iov = {buf, len};
+    return sl__ufs_readv(u, path, version, off, &iov, 1, nread);
 }
 
 int sl__ufs_writer_open(struct sl_ufs *u, const char *path, struct sl_ufs_writer **out)

@@ -22,6 +22,8 @@
 #ifndef SL_UFS_H
 #define SL_UFS_H
 
+#include <sys/uio.h>
+
 #include "core/core.h"
 
 struct sl_ufs;
@@ -46,10 +48,11 @@ struct sl_ufs_ops {
     int (*list_next)(struct sl_ufs_lister *l, sl_dirent_t *ents, size_t max, size_t *n);
     void (*list_close)(struct sl_ufs_lister *l);
 
-    /* Reads [off, off+len) of the object at its version (NULL or "": any version). Fewer bytes
-     * than asked only at the end of the object. */
-    int (*read)(struct sl_ufs *u, const char *path, const char *version, uint64_t off, void *buf,
-                size_t len, size_t *nread);
+    /* Reads [off, off + the buffers' total length) of the object at its version (NULL or "":
+     * any version) into the buffers, in order: one request for a run of cache pages. Fewer
+     * bytes than asked only at the end of the object. */
+    int (*read)(struct sl_ufs *u, const char *path, const char *version, uint64_t off,
+                const struct iovec *iov, int iovcnt, size_t *nread);
 
     int (*writer_open)(struct sl_ufs *u, const char *path, struct sl_ufs_writer **out);
     int (*writer_write)(struct sl_ufs_writer *w, const void *buf, size_t len);
@@ -92,6 +95,8 @@ int sl__ufs_list_open(struct sl_ufs *u, const char *dir, struct sl_ufs_lister **
 int sl__ufs_list_next(struct sl_ufs *u, struct sl_ufs_lister *l, sl_dirent_t *ents, size_t max,
                       size_t *n);
 void sl__ufs_list_close(struct sl_ufs *u, struct sl_ufs_lister *l);
+int sl__ufs_readv(struct sl_ufs *u, const char *path, const char *version, uint64_t off,
+                  const struct iovec *iov, int iovcnt, size_t *nread);
 int sl__ufs_read(struct sl_ufs *u, const char *path, const char *version, uint64_t off, void *buf,
                  size_t len, size_t *nread);
 int sl__ufs_writer_open(struct sl_ufs *u, const char *path, struct sl_ufs_writer **out);

@@ -70,7 +70,7 @@ class LimitTest(SluiceCase):
         self.assertIn(b"index is damaged", r.stderr)
         # An empty, working cache: no page files from before, the next read fills it again.
         s = self.stats()
-        self.assertEqual(len(self.page_files()), s["pages_cached"])
+        self.assertEqual(sum(b for _, b in self.page_files()), s["bytes_cached"])
         self.assertEqual(self.cat("/data/d.bin"), data)
         self.assertEqual(self.stats()["misses"], s["misses"], "served from the rebuilt cache")
 

@@ -16,12 +16,11 @@ class CrashTest(SluiceCase):
         """What the index says matches what is on disk, and nothing is half-written."""
         s = self.stats()  # a new process: it recovers whatever the dead one left
         files = self.page_files()
-        tmp = [p for p, _ in files if p.startswith(os.path.join(self.cache, "tmp") + "/")]
-        self.assertEqual(tmp, [], "temp files of the killed process are cleaned up")
-        # Every page file is indexed. The converse may not hold: eviction unlinks its files
-        # just before its commit (so the hard limit holds at every instant), and a kill in
-        # between leaves records without files, which are read as misses and dropped
-        # (src/cache/disk.c). Never a file without a record: that would be space nobody owns.
+        # Every page file holds indexed pages (a run of them shares one). The converse may not
+        # hold: eviction gives back its space just before its commit (so the hard limit holds
+        # at every instant), and a kill in between leaves records without bytes, which are read
+        # as misses and dropped (src/cache/disk.c). Never bytes without a record: that would
+        # be space nobody owns; a killed writer's unindexed file is removed by the next process.
         self.assertLessEqual(len(files), s["pages_cached"], "a page file nobody indexed")
         self.assertLessEqual(sum(b for _, b in files), s["bytes_cached"])
         self.assertLessEqual(s["bytes_cached"], s["capacity_bytes"])

@@ -125,13 +125,44 @@ static bool contains(struct sl_disk *d, unsigned file, uint64_t index)
     return sl__disk_contains(d, key);
 }
 
-static char *page_path(struct sl_disk *d, unsigned file, uint64_t index)
+/* The page file of a cached page (and its offset in it). */
+static char *page_path_at(struct sl_disk *d, unsigned file, uint64_t index, uint64_t *off)
 {
     uint8_t key[SL_PAGE_KEY_LEN];
     page_key(key, file, index);
-    char *p = sl__disk_page_path(d, key);
-    assert_non_null(p);
+    char *p = NULL;
+    assert_int_equal(sl__disk_page_file(d, key, &p, off), 0);
     return p;
+}
+
+static char *page_path(struct sl_disk *d, unsigned file, uint64_t index)
+{
+    uint64_t off;
+    return page_path_at(d, file, index, &off);
+}
+
+/* Inserts pages [first, first + n) of `file` as one run (one store read's worth), all of len
+ * bytes but the last, of last_len. */
+static int insert_run(struct sl_disk *d, unsigned file, uint64_t first, size_t n, size_t len,
+                      size_t last_len, enum sl_policy pol)
+{
+    uint8_t keys[SL_DISK_RUN_MAX][SL_PAGE_KEY_LEN];
+    struct iovec pages[SL_DISK_RUN_MAX];
+    assert_true(n <= SL_DISK_RUN_MAX);
+    for (size_t i = 0; i < n; i++) {
+        size_t l = i + 1 == n ? last_len : len;
+        page_key(keys[i], file, first + i);
+        /* Aligned, as the cache's page buffers are: the direct-I/O path. */
+        void *buf = NULL;
+        assert_int_equal(posix_memalign(&buf, SL_BUF_ALIGN, l ? l : 1), 0);
+        uint8_t *data = page_data(file, first + i, l);
+        memcpy(buf, data, l);
+        free(data);
+        pages[i] = (struct iovec){buf, l};
+    }
+    int rc = sl__disk_insert_run(d, (const uint8_t(*)[SL_PAGE_KEY_LEN])keys, pol, pages, n);
+    for (size_t i = 0; i < n; i++) free(pages[i].iov_base);
+    return rc;
 }
 
 static bool exists(const char *path)
@@ -158,13 +189,14 @@ static uint64_t state_u64(struct sl_disk *d, const char *name)
 }
 
 /* Total size and number of the regular files under a directory. */
-static uint64_t walk_bytes, walk_files;
+static uint64_t walk_bytes, walk_alloc, walk_files;
 static int walk_cb(const char *path, const struct stat *sb, int type, struct FTW *ftw)
 {
     (void)path;
     (void)ftw;
     if (type == FTW_F && S_ISREG(sb->st_mode)) {
         walk_bytes += (uint64_t)sb->st_size;
+        walk_alloc += (uint64_t)sb->st_blocks * 512;
         walk_files++;
     }
     return 0;
@@ -173,27 +205,18 @@ static int walk_cb(const char *path, const struct stat *sb, int type, struct FTW
 static uint64_t tree_bytes(const char *dir, const char *sub, uint64_t *files)
 {
     char *p = sl__asprintf("%s/%s", dir, sub);
-    walk_bytes = walk_files = 0;
+    walk_bytes = walk_alloc = walk_files = 0;
     assert_int_equal(nftw(p, walk_cb, 16, FTW_PHYS), 0);
     free(p);
     if (files) *files = walk_files;
     return walk_bytes;
 }
 
-/* Files in <dir>/tmp whose name starts with "<pid>.". */
-/* Temp files in the cache (every owner's). */
-static int tmp_files(const char *dir)
+/* The space the files under dir/sub take (blocks, holes excluded). */
+static uint64_t tree_alloc(const char *dir, const char *sub)
 {
-    char *p = sl__asprintf("%s/tmp", dir);
-    DIR *dh = opendir(p);
-    assert_non_null(dh);
-    int n = 0;
-    struct dirent *de;
-    while ((de = readdir(dh)))
-        if (de->d_name[0] != '.') n++;
-    closedir(dh);
-    free(p);
-    return n;
+    tree_bytes(dir, sub, NULL);
+    return walk_alloc;
 }
 
 /* ---- round trip ----------------------------------------------------------------------------- */
@@ -230,8 +253,10 @@ static void bytes_round_trip(void **state)
     assert_int_equal(stats(d).pages_cached, SL_ARRAY_LEN(sizes));
     assert_int_equal(stats(d).bytes_cached, charge);
 
-    /* Reads do not disturb other pages, and no temp file stays behind. */
-    assert_int_equal(tmp_files(f->dir), 0);
+    /* Reads do not disturb other pages, and no other file stays behind. */
+    uint64_t files;
+    tree_bytes(f->dir, "pages", &files);
+    assert_int_equal(files, SL_ARRAY_LEN(sizes));
     assert_int_equal(f->ctr.v[SL_CTR_EVICTIONS], 0);
     assert_int_equal(f->ctr.v[SL_CTR_CHECKSUM_FAILURES], 0);
 }
@@ -491,15 +516,15 @@ static void reopen_keeps_pages_and_smaller_capacity_evicts(void **state)
  * between its rename and its commit leaves behind. */
 struct reservation {
     uint64_t owner;
-    uint64_t seq;
     uint64_t charge;
+    uint64_t file;
 };
 
 static void put_reservation(struct sl_disk *d, const uint8_t key[SL_PAGE_KEY_LEN], uint64_t owner,
-                            uint64_t seq, uint64_t charge)
+                            uint64_t file, uint64_t charge)
 {
     struct sl_db *db = sl__disk_db(d);
-    struct reservation r = {.owner = owner, .seq = seq, .charge = charge};
+    struct reservation r = {.owner = owner, .charge = charge, .file = file};
     MDB_txn *txn;
     MDB_val k = {SL_PAGE_KEY_LEN, (void *)key}, v = {sizeof(r), &r};
     assert_int_equal(sl__db_begin(db, true, &txn), 0);
@@ -546,7 +571,7 @@ static void touch(const char *path, size_t len)
 }
 
 /* A writer killed in the middle of a page (here by SIGXFSZ, deterministically, after its
- * reservation was committed): the next open gives the space back and removes its temp file. */
+ * reservation was committed): the next open gives the space back and removes its page file. */
 static void killed_writer_is_cleaned_up(void **state)
 {
     struct fx *f = *state;
@@ -571,15 +596,16 @@ static void killed_writer_is_cleaned_up(void **state)
     reap(f, pid, &status);
     assert_true(WIFSIGNALED(status));
     assert_int_equal(WTERMSIG(status), SIGXFSZ);
-    /* It left a partial temp file (and a reservation of 4 MiB) behind. */
-    assert_int_equal(tmp_files(f->dir), 1);
+    /* It left a partial, unindexed page file (and a reservation of 4 MiB) behind. */
+    uint64_t files;
+    tree_bytes(f->dir, "pages", &files);
+    assert_int_equal(files, 1);
 
     struct sl_disk *d = disk_open(f, cap);
     assert_int_equal(state_u64(d, "bytes_reserved"), 0);
-    assert_int_equal(tmp_files(f->dir), 0);
-    char *p = page_path(d, 1, 0);
-    assert_false(exists(p));
-    free(p);
+    tree_bytes(f->dir, "pages", &files);
+    assert_int_equal(files, 0);
+    assert_false(contains(d, 1, 0));
     /* All the space is usable again: the page it was writing, and a full tier without evicting. */
     assert_int_equal(insert(d, 1, 0, 4 * MiB, SL_POLICY_LRU), 0);
     assert_int_equal(read_back(d, 1, 0, 4 * MiB), 0);
@@ -588,9 +614,9 @@ static void killed_writer_is_cleaned_up(void **state)
     assert_int_equal(stats(d).bytes_cached, cap);
 }
 
-/* A process killed after renaming its page into place but before indexing it: the next open
- * removes the unindexed page file, its temp file and its reservation; a live writer's
- * reservation and files are left alone, whoever opens the cache. */
+/* A process killed after writing its pages but before indexing them: the next open removes the
+ * unindexed page file and gives its reservations back; a live writer's reservations and file
+ * are left alone, whoever opens the cache. */
 static void dead_reservations_undone_live_ones_kept(void **state)
 {
     struct fx *f = *state;
@@ -603,24 +629,17 @@ static void dead_reservations_undone_live_ones_kept(void **state)
     pid_t live = sleeper(f, live_owner);
 
     struct sl_disk *d = disk_open(f, cap);
-    uint8_t kdead[SL_PAGE_KEY_LEN], klive[SL_PAGE_KEY_LEN];
-    page_key(kdead, 1, 0);
+    uint8_t kdead[2][SL_PAGE_KEY_LEN], klive[SL_PAGE_KEY_LEN];
+    page_key(kdead[0], 1, 0);
+    page_key(kdead[1], 1, 2);
     page_key(klive, 1, 1);
-    char *pdead = page_path(d, 1, 0), *plive = page_path(d, 1, 1);
-    char *tdead = sl__asprintf("%s/tmp/%016llx.7", f->dir, (unsigned long long)dead_owner);
-    char *tlive = sl__asprintf("%s/tmp/%016llx.8", f->dir, (unsigned long long)live_owner);
-    /* A temp file of an owner that never got as far as a reservation. */
-    char *torphan = sl__asprintf("%s/tmp/%016llx.9", f->dir, (unsigned long long)dead_owner);
-    /* The live owner's temp file without a reservation (it is writing it): kept. */
-    char *tmine = sl__asprintf("%s/tmp/%016llx.999", f->dir, (unsigned long long)live_owner);
-    put_reservation(d, kdead, dead_owner, 7, MiB);
-    put_reservation(d, klive, live_owner, 8, 2 * MiB);
-    touch(pdead, MiB); /* renamed into place, not indexed */
-    touch(tdead, 1000);
+    /* File numbers far above what this cache hands out itself. */
+    char *pdead = sl__disk_file_path(d, 1000), *plive = sl__disk_file_path(d, 1001);
+    put_reservation(d, kdead[0], dead_owner, 1000, MiB); /* a run of two pages in one file */
+    put_reservation(d, kdead[1], dead_owner, 1000, MiB);
+    put_reservation(d, klive, live_owner, 1001, 2 * MiB);
+    touch(pdead, 2 * MiB);
     touch(plive, 2 * MiB);
-    touch(tlive, 1000);
-    touch(torphan, 1000);
-    touch(tmine, 1000);
     disk_close(f);
 
     /* The first sleeper dies; the second lives on. */
@@ -631,12 +650,9 @@ static void dead_reservations_undone_live_ones_kept(void **state)
     d = disk_open(f, cap);
     assert_int_equal(state_u64(d, "bytes_reserved"), 2 * MiB);
     assert_false(exists(pdead));
-    assert_false(exists(tdead));
-    assert_false(exists(torphan));
     assert_false(contains(d, 1, 0));
+    assert_false(contains(d, 1, 2));
     assert_true(exists(plive));
-    assert_true(exists(tlive));
-    assert_true(exists(tmine));
     /* The live writer's page is its own to finish: another process does not write it... */
     assert_int_equal(insert(d, 1, 1, 2 * MiB, SL_POLICY_LRU), 0);
     assert_false(contains(d, 1, 1));
@@ -645,7 +661,7 @@ static void dead_reservations_undone_live_ones_kept(void **state)
     assert_int_equal(f->ctr.v[SL_CTR_EVICTIONS], 0);
     assert_int_equal(insert(d, 1, 16, MiB, SL_POLICY_LRU), 0);
     assert_int_equal(f->ctr.v[SL_CTR_EVICTIONS], 1);
-    assert_true(tree_bytes(f->dir, "pages", NULL) <= cap);
+    assert_true(tree_alloc(f->dir, "pages") <= cap);
     disk_close(f);
 
     /* Now it dies too. */
@@ -654,17 +670,97 @@ static void dead_reservations_undone_live_ones_kept(void **state)
     d = disk_open(f, cap);
     assert_int_equal(state_u64(d, "bytes_reserved"), 0);
     assert_false(exists(plive));
-    assert_false(exists(tlive));
-    assert_false(exists(tmine)); /* its owner is gone too */
     assert_int_equal(insert(d, 1, 1, 2 * MiB, SL_POLICY_LRU), 0);
     assert_int_equal(read_back(d, 1, 1, 2 * MiB), 0);
-    assert_true(tree_bytes(f->dir, "pages", NULL) <= cap);
+    assert_true(tree_alloc(f->dir, "pages") <= cap);
     free(pdead);
     free(plive);
-    free(tdead);
-    free(tlive);
-    free(torphan);
-    free(tmine);
+}
+
+/* ---- runs of pages in one file -------------------------------------------------------------- */
+
+/* A run shares one file; evicting a page punches its hole (the space is free at once), the last
+ * one takes the file; a damaged page costs only itself. */
+static void run_shares_a_file_and_frees_page_by_page(void **state)
+{
+    struct fx *f = *state;
+    const uint64_t cap = 8 * MiB;
+    struct sl_disk *d = disk_open(f, cap);
+    /* 7 full pages and a short last one, as the end of an object. */
+    assert_int_equal(insert_run(d, 1, 0, 8, MiB, 5000, SL_POLICY_LRU), 0);
+    uint64_t files;
+    tree_bytes(f->dir, "pages", &files);
+    assert_int_equal(files, 1);
+    sl_cache_stats_t s = stats(d);
+    assert_int_equal(s.pages_cached, 8);
+    assert_int_equal(s.bytes_cached, 7 * MiB + 8192);
+    assert_int_equal(tree_alloc(f->dir, "pages"), 7 * MiB + 8192);
+    for (uint64_t i = 0; i < 8; i++) {
+        uint64_t off;
+        char *p = page_path_at(d, 1, i, &off);
+        assert_int_equal(off, i * MiB); /* block-aligned, one after the other */
+        free(p);
+        assert_int_equal(read_back(d, 1, i, i == 7 ? 5000 : MiB), 0);
+    }
+
+    /* A new page evicts the least recently used (page 0): its hole, not the file. */
+    assert_int_equal(insert(d, 2, 0, MiB, SL_POLICY_LRU), 0);
+    assert_int_equal(f->ctr.v[SL_CTR_EVICTIONS], 1);
+    assert_false(contains(d, 1, 0));
+    assert_true(tree_alloc(f->dir, "pages") <= cap);
+    for (uint64_t i = 1; i < 8; i++) assert_int_equal(read_back(d, 1, i, i == 7 ? 5000 : MiB), 0);
+
+    /* A flipped byte in page 3 drops page 3 only. */
+    uint64_t off;
+    char *p = page_path_at(d, 1, 3, &off);
+    int fd = open(p, O_RDWR);
+    assert_true(fd >= 0);
+    uint8_t b;
+    assert_int_equal(pread(fd, &b, 1, (off_t)off + 99), 1);
+    b ^= 0x80;
+    assert_int_equal(pwrite(fd, &b, 1, (off_t)off + 99), 1);
+    close(fd);
+    assert_int_equal(read_back(d, 1, 3, MiB), SL_E_CHECKSUM);
+    assert_false(contains(d, 1, 3));
+    for (uint64_t i = 4; i < 8; i++) assert_int_equal(read_back(d, 1, i, i == 7 ? 5000 : MiB), 0);
+
+    /* A page of the run cached again goes to a file of its own. */
+    assert_int_equal(insert_run(d, 1, 3, 1, MiB, MiB, SL_POLICY_LRU), 0);
+    char *p3 = page_path(d, 1, 3);
+    assert_string_not_equal(p3, p);
+    free(p3);
+    assert_int_equal(read_back(d, 1, 3, MiB), 0);
+
+    /* Freeing the object removes the run's file with its last page. */
+    uint8_t key[SL_PAGE_KEY_LEN];
+    page_key(key, 1, 0);
+    assert_int_equal(sl__disk_free_prefix(d, key, 16, NULL), 0);
+    assert_false(exists(p));
+    free(p);
+    tree_bytes(f->dir, "pages", &files);
+    assert_int_equal(files, 1); /* page 0 of file 2 */
+    assert_int_equal(stats(d).bytes_cached, MiB);
+    assert_int_equal(state_u64(d, "bytes_reserved"), 0);
+}
+
+/* A run already partly cached writes only the missing pages; a tier too small for the whole
+ * run keeps the pages that fit. */
+static void run_partly_cached_or_too_big(void **state)
+{
+    struct fx *f = *state;
+    struct sl_disk *d = disk_open(f, 4 * MiB);
+    assert_int_equal(insert(d, 1, 1, MiB, SL_POLICY_EPOCH), 0);
+    assert_int_equal(insert_run(d, 1, 0, 3, MiB, MiB, SL_POLICY_EPOCH), 0);
+    for (uint64_t i = 0; i < 3; i++) assert_int_equal(read_back(d, 1, i, MiB), 0);
+    assert_int_equal(stats(d).pages_cached, 3);
+    /* One MiB left and nothing evictable: the first page of the next run fits, the rest not. */
+    assert_int_equal(insert_run(d, 1, 3, 4, MiB, MiB, SL_POLICY_EPOCH), 0);
+    assert_true(contains(d, 1, 3));
+    for (uint64_t i = 4; i < 7; i++) assert_false(contains(d, 1, i));
+    assert_int_equal(stats(d).bytes_cached, 4 * MiB);
+    assert_int_equal(state_u64(d, "bytes_reserved"), 0);
+    assert_true(tree_alloc(f->dir, "pages") <= 4 * MiB);
+    assert_int_equal(read_back(d, 1, 3, MiB), 0);
 }
 
 /* ---- freeing an object ---------------------------------------------------------------------- */
@@ -694,6 +790,8 @@ static void free_prefix_frees_one_file_only(void **state)
     assert_int_equal(sl__disk_sum_prefix(d, prefix, 16, &bytes), 0);
     assert_int_equal(bytes, 3 * MiB + 5000 + 7000); /* every version */
 
+    char *paths[4];
+    for (uint64_t i = 0; i < 4; i++) paths[i] = page_path(d, 2, i);
     uint64_t before = stats(d).bytes_cached, freed = 0;
     assert_int_equal(sl__disk_free_prefix(d, prefix, 16, &freed), 0);
     /* What was freed is what the tier no longer holds (blocks), every version of the file. */
@@ -703,9 +801,8 @@ static void free_prefix_frees_one_file_only(void **state)
     assert_int_equal(s.pages_cached, 8);
     for (uint64_t i = 0; i < 4; i++) {
         assert_false(contains(d, 2, i));
-        char *p = page_path(d, 2, i);
-        assert_false(exists(p));
-        free(p);
+        assert_false(exists(paths[i]));
+        free(paths[i]);
         assert_int_equal(read_back(d, 1, i, i == 3 ? 5000 : MiB), 0);
         assert_int_equal(read_back(d, 3, i, i == 3 ? 5000 : MiB), 0);
     }
@@ -790,7 +887,8 @@ static void two_processes_share_the_cache(void **state)
     assert_int_equal(s.pages_cached, 8); /* what is cached is not a counter */
 }
 
-/* Several processes inserting at once: the limit holds, and the index and the files agree. */
+/* Several processes inserting at once, pages and runs: the limit holds, and the index and the
+ * files agree. */
 static void concurrent_writers_keep_the_limit(void **state)
 {
     struct fx *f = *state;
@@ -807,6 +905,12 @@ static void concurrent_writers_keep_the_limit(void **state)
             for (uint64_t i = 0; i < 60; i++) {
                 /* Some keys are shared between the writers, most are their own. */
                 unsigned file = i % 5 == 0 ? 50 : 20 + (unsigned)k;
+                if (k % 2 && i % 3 == 0 && file != 50) {
+                    /* Runs of three pages sharing a file. */
+                    CHILD_CHECK(insert_run(d2, file, i, 3, len, len, SL_POLICY_S3FIFO) == 0);
+                    i += 2;
+                    continue;
+                }
                 uint8_t key[SL_PAGE_KEY_LEN];
                 page_key(key, file, i);
                 uint8_t *data = page_data(file, i, len);
@@ -834,14 +938,14 @@ static void concurrent_writers_keep_the_limit(void **state)
         assert_int_equal(WEXITSTATUS(status), 0);
     }
     uint64_t files;
-    uint64_t on_disk = tree_bytes(f->dir, "pages", &files);
+    tree_bytes(f->dir, "pages", &files);
+    uint64_t on_disk = tree_alloc(f->dir, "pages");
     sl_cache_stats_t s = stats(d);
     assert_true(on_disk <= cap);
     assert_int_equal(on_disk, s.bytes_cached);
-    assert_int_equal(files, s.pages_cached);
+    assert_true(files <= s.pages_cached);
     assert_int_equal(s.pages_cached, cap / len);
     assert_int_equal(state_u64(d, "bytes_reserved"), 0);
-    assert_int_equal(tree_bytes(f->dir, "tmp", NULL), 0);
     assert_int_equal(f->ctr.v[SL_CTR_CHECKSUM_FAILURES], 0);
 }
 
@@ -861,6 +965,8 @@ int main(void)
         CASE(reopen_keeps_pages_and_smaller_capacity_evicts),
         CASE(killed_writer_is_cleaned_up),
         CASE(dead_reservations_undone_live_ones_kept),
+        CASE(run_shares_a_file_and_frees_page_by_page),
+        CASE(run_partly_cached_or_too_big),
         CASE(free_prefix_frees_one_file_only),
         CASE(two_processes_share_the_cache),
         CASE(concurrent_writers_keep_the_limit),
