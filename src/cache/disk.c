@@ -1018,13 +1018,6 @@ int sl__disk_insert_run(struct sl_disk *d, const uint8_t (*keys)[SL_PAGE_KEY_LEN
     return rc;
 }
 
-int sl__disk_insert(struct sl_disk *d, const uint8_t key[SL_PAGE_KEY_LEN], enum sl_policy pol,
-                    const void *data, size_t len)
-{
-    struct iovec page = {(void *)data, len};
-    return sl__disk_insert_run(d, (const uint8_t(*)[SL_PAGE_KEY_LEN])key, pol, &page, 1);
-}
-
 int sl__disk_apply(struct sl_disk *d, const uint64_t deltas[SL_CTR__COUNT],
                    const uint8_t (*hits)[SL_PAGE_KEY_LEN], size_t nhits)
 {

@@ -72,7 +72,7 @@ struct sl_mem {
 
 int sl__mem_init(struct sl_mem *mem, uint64_t capacity, uint32_t page_size);
 void sl__mem_fini(struct sl_mem *mem);
-/* Page buffers start on a block boundary (see sl__disk_insert). */
+/* Page buffers start on a block boundary (see sl__disk_insert_run). */
 #define SL_BUF_ALIGN 4096
 
 /* A buffer for len bytes of page data (recycled when len is a full page); free it with
@@ -106,16 +106,13 @@ struct sl_db *sl__disk_db(struct sl_disk *d);
 int sl__disk_read(struct sl_disk *d, const uint8_t key[SL_PAGE_KEY_LEN], void *buf, size_t len);
 bool sl__disk_contains(struct sl_disk *d, const uint8_t key[SL_PAGE_KEY_LEN]);
 
-/* Caches a page; best effort (0 when skipped: already cached, being written by another process,
- * larger than the tier). SL_E_CACHE_FULL: nothing can be evicted (the tier is full of pinned
- * pages). Other errors: the disk refused the write. A buffer aligned to SL_BUF_ALIGN is written
- * around the kernel's page cache (O_DIRECT) where the file system allows it. */
-int sl__disk_insert(struct sl_disk *d, const uint8_t key[SL_PAGE_KEY_LEN], enum sl_policy pol,
-                    const void *data, size_t len);
-
-/* The same for a run of pages (at most SL_DISK_RUN_MAX), with one index commit to reserve
- * their space and one to index them, instead of two per page. A tier too full for the whole
- * run keeps the pages that fit. */
+/* Caches a run of pages (at most SL_DISK_RUN_MAX; a single page is a run of one), with one
+ * index commit to reserve their space and one to index them. Best effort: 0 when skipped
+ * (already cached, being written by another process, larger than the tier). SL_E_CACHE_FULL:
+ * nothing can be evicted (the tier is full of pinned pages); a tier too full for the whole run
+ * keeps the pages that fit. Other errors: the disk refused the write. Buffers aligned to
+ * SL_BUF_ALIGN are written around the kernel's page cache (O_DIRECT) where the file system
+ * allows it. */
 #define SL_DISK_RUN_MAX 64
 int sl__disk_insert_run(struct sl_disk *d, const uint8_t (*keys)[SL_PAGE_KEY_LEN],
                         enum sl_policy pol, const struct iovec *pages, size_t n);

@@ -93,13 +93,21 @@ static uint8_t *page_data(unsigned file, uint64_t index, size_t len)
     return d;
 }
 
+/* One page, a run of one. */
+static int insert_one(struct sl_disk *d, const uint8_t key[SL_PAGE_KEY_LEN], enum sl_policy pol,
+                      const void *data, size_t len)
+{
+    struct iovec page = {(void *)data, len};
+    return sl__disk_insert_run(d, (const uint8_t(*)[SL_PAGE_KEY_LEN])key, pol, &page, 1);
+}
+
 static int insert(struct sl_disk *d, unsigned file, uint64_t index, size_t len,
                   enum sl_policy pol)
 {
     uint8_t key[SL_PAGE_KEY_LEN];
     page_key(key, file, index);
     uint8_t *data = page_data(file, index, len);
-    int rc = sl__disk_insert(d, key, pol, data, len);
+    int rc = insert_one(d, key, pol, data, len);
     free(data);
     return rc;
 }
@@ -588,7 +596,7 @@ static void killed_writer_is_cleaned_up(void **state)
         uint8_t key[SL_PAGE_KEY_LEN];
         page_key(key, 1, 0);
         uint8_t *data = page_data(1, 0, 4 * MiB);
-        sl__disk_insert(d, key, SL_POLICY_LRU, data, 4 * MiB);
+        insert_one(d, key, SL_POLICY_LRU, data, 4 * MiB);
         _exit(3); /* not reached: SIGXFSZ */
     }
     f->kids[f->nkids++] = pid;
@@ -779,7 +787,7 @@ static void free_prefix_frees_one_file_only(void **state)
     page_key(key, 2, 0);
     put_be64(key + 16, 0x0dd);
     uint8_t *data = page_data(2, 100, 7000);
-    assert_int_equal(sl__disk_insert(d, key, SL_POLICY_S3FIFO, data, 7000), 0);
+    assert_int_equal(insert_one(d, key, SL_POLICY_S3FIFO, data, 7000), 0);
     free(data);
 
     uint8_t prefix[SL_PAGE_KEY_LEN];
@@ -854,7 +862,7 @@ static void two_processes_share_the_cache(void **state)
             uint8_t key[SL_PAGE_KEY_LEN];
             page_key(key, 2, i);
             uint8_t *data = page_data(2, i, 300000);
-            CHILD_CHECK(sl__disk_insert(d2, key, SL_POLICY_S3FIFO, data, 300000) == 0);
+            CHILD_CHECK(insert_one(d2, key, SL_POLICY_S3FIFO, data, 300000) == 0);
             free(data);
         }
         uint64_t theirs[SL_CTR__COUNT] = {[SL_CTR_HITS] = 3, [SL_CTR_MISSES] = 5,
@@ -914,7 +922,7 @@ static void concurrent_writers_keep_the_limit(void **state)
                 uint8_t key[SL_PAGE_KEY_LEN];
                 page_key(key, file, i);
                 uint8_t *data = page_data(file, i, len);
-                CHILD_CHECK(sl__disk_insert(d2, key, SL_POLICY_S3FIFO, data, len) == 0);
+                CHILD_CHECK(insert_one(d2, key, SL_POLICY_S3FIFO, data, len) == 0);
                 free(data);
             }
             sl__disk_close(d2);
