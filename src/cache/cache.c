@@ -377,44 +377,53 @@ static void fetch_run(struct sl_cache *c, const struct sl_object *o, uint64_t fi
     pthread_mutex_unlock(&c->mem.lock);
 }
 
-void sl__cache_prefetch(struct sl_cache *c, const struct sl_object *o, uint64_t first, unsigned n)
+bool sl__cache_claim(struct sl_cache *c, const struct sl_object *o, uint64_t first, unsigned n,
+                     struct sl_prefetch *pf)
 {
-    uint8_t keys[SL_PREFETCH_MAX_PAGES][SL_PAGE_KEY_LEN];
-    bool on_disk[SL_PREFETCH_MAX_PAGES];
-    struct sl_mpage *mps[SL_PREFETCH_MAX_PAGES];
-
     uint64_t npages = o->size / c->page_size + (o->size % c->page_size != 0);
-    if (first >= npages) return;
-    n = (unsigned)SL_MIN((uint64_t)SL_MIN(n, SL_PREFETCH_MAX_PAGES), npages - first);
-    for (unsigned i = 0; i < n; i++) {
-        make_key(o, first + i, keys[i]);
+    bool work = false;
+
+    pf->first = first;
+    pf->n = first >= npages ? 0 : (unsigned)SL_MIN((uint64_t)SL_MIN(n, SL_PREFETCH_MAX_PAGES),
+                                                   npages - first);
+    for (unsigned i = 0; i < pf->n; i++) {
+        make_key(o, first + i, pf->keys[i]);
         /* Looked up before taking the RAM tier's lock: no index reads under it. */
-        on_disk[i] = c->disk && sl__disk_contains(c->disk, keys[i]);
+        pf->on_disk[i] = c->disk && sl__disk_contains(c->disk, pf->keys[i]);
+        pf->mine[i] = false;
     }
 
-    /* Claim, as LOADING, each page that is in neither tier: those are ours to fetch. */
-    bool mine[SL_PREFETCH_MAX_PAGES] = {0};
     pthread_mutex_lock(&c->mem.lock);
-    for (unsigned i = 0; i < n; i++) {
-        uint64_t hash = XXH3_64bits(keys[i], SL_PAGE_KEY_LEN);
-        if (on_disk[i] || sl__mem_find(&c->mem, keys[i], hash)) continue;
-        mps[i] = sl__mem_insert_loading(&c->mem, keys[i], hash);
-        mine[i] = mps[i] != NULL;
+    for (unsigned i = 0; i < pf->n; i++) {
+        uint64_t hash = XXH3_64bits(pf->keys[i], SL_PAGE_KEY_LEN);
+        if (sl__mem_find(&c->mem, pf->keys[i], hash)) {
+            pf->on_disk[i] = false; /* in RAM already, or being fetched by someone else */
+            continue;
+        }
+        if (!pf->on_disk[i]) {
+            pf->mps[i] = sl__mem_insert_loading(&c->mem, pf->keys[i], hash);
+            pf->mine[i] = pf->mps[i] != NULL;
+        }
+        work |= pf->mine[i] || pf->on_disk[i];
     }
     pthread_mutex_unlock(&c->mem.lock);
+    return work;
+}
 
-    for (unsigned i = 0; i < n;) {
-        if (!mine[i]) {
-            /* Cached on disk already (or being fetched by another reader): into RAM as usual. */
+void sl__cache_prefetch(struct sl_cache *c, const struct sl_object *o, struct sl_prefetch *pf)
+{
+    for (unsigned i = 0; i < pf->n;) {
+        if (!pf->mine[i]) {
             struct sl_page_ref ref;
-            if (on_disk[i] && sl__cache_get(c, o, first + i, SL_GET_PREFETCH, &ref) == 0)
+            if (pf->on_disk[i] && sl__cache_get(c, o, pf->first + i, SL_GET_PREFETCH, &ref) == 0)
                 sl__cache_release(c, &ref);
             i++;
             continue;
         }
         unsigned run = 1;
-        while (i + run < n && mine[i + run]) run++;
-        fetch_run(c, o, first + i, run, mps + i, keys + i);
+        while (i + run < pf->n && pf->mine[i + run]) run++;
+        fetch_run(c, o, pf->first + i, run, pf->mps + i,
+                  (const uint8_t(*)[SL_PAGE_KEY_LEN])pf->keys + i);
         i += run;
     }
 }

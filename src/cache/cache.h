@@ -52,14 +52,34 @@ int sl__cache_get(struct sl_cache *c, const struct sl_object *o, uint64_t index,
                   struct sl_page_ref *ref);
 void sl__cache_release(struct sl_cache *c, struct sl_page_ref *ref);
 
-/* The most pages sl__cache_prefetch() takes at once. */
+/* The most pages one read ahead of a reader takes at once. */
 #define SL_PREFETCH_MAX_PAGES 64
 
-/* Brings pages [first, first + n) of o into RAM ahead of a reader (n <= SL_PREFETCH_MAX_PAGES,
- * clipped at the end of the object). The pages neither in RAM nor on disk are fetched in runs:
- * one store read per run of adjacent pages, so a stream costs the store one request per run
- * instead of one per page. Errors are left for the reader (it fetches the page again). */
-void sl__cache_prefetch(struct sl_cache *c, const struct sl_object *o, uint64_t first, unsigned n);
+struct sl_mpage;
+
+/* Pages [first, first + n) of an object, claimed for a read ahead of its reader. */
+struct sl_prefetch {
+    uint64_t first;
+    unsigned n;
+    bool mine[SL_PREFETCH_MAX_PAGES];    /* LOADING in RAM: ours to fetch from the store */
+    bool on_disk[SL_PREFETCH_MAX_PAGES]; /* to bring into RAM from disk */
+    struct sl_mpage *mps[SL_PREFETCH_MAX_PAGES];
+    uint8_t keys[SL_PREFETCH_MAX_PAGES][SL_PAGE_KEY_LEN];
+};
+
+/* Claims pages [first, first + n) of o (n <= SL_PREFETCH_MAX_PAGES, clipped at the end of the
+ * object) for sl__cache_prefetch(): those in neither tier become LOADING at once, so a reader
+ * that asks for one before the fetch runs waits for it instead of asking the store again.
+ * Returns false if there is nothing to do (every page in RAM or being fetched already); if it
+ * returns true, sl__cache_prefetch(pf) must follow, or the claimed pages' readers wait forever. */
+bool sl__cache_claim(struct sl_cache *c, const struct sl_object *o, uint64_t first, unsigned n,
+                     struct sl_prefetch *pf);
+
+/* Brings what pf claimed into RAM: one store read per run of adjacent claimed pages (a stream
+ * costs the store one request per run instead of one per page), then writes them to disk;
+ * pages on disk are read from there. Errors are left for the reader (it fetches the page
+ * again). */
+void sl__cache_prefetch(struct sl_cache *c, const struct sl_object *o, struct sl_prefetch *pf);
 
 /* True when the page is on disk already (for warming without reading it back). */
 bool sl__cache_on_disk(struct sl_cache *c, const struct sl_object *o, uint64_t index);

@@ -672,19 +672,6 @@ int sl__disk_open(const char *dir, uint64_t capacity, struct sl_counters *ctr, s
     }
     if ((rc = sl__mkdirs(d->pages_dir, 0755)) < 0 || (rc = sl__mkdirs(d->owners_dir, 0755)) < 0)
         goto fail;
-    /* The 256 fan-out folders exist up front, so a page write never has to make one. */
-    for (int i = 0; i < 256; i++) {
-        char sub[8];
-        snprintf(sub, sizeof(sub), "%02x", i);
-        char *p = sl__asprintf("%s/%s", d->pages_dir, sub);
-        if (!p) {
-            rc = -ENOMEM;
-            goto fail;
-        }
-        if (mkdir(p, 0755) < 0 && errno != EEXIST) rc = -errno;
-        free(p);
-        if (rc < 0) goto fail;
-    }
     /* Registering as an owner also finds out, now and not at the first page, whether we can
      * write here at all. */
     if ((rc = owner_register(d)) < 0) goto fail;
@@ -811,6 +798,24 @@ bool sl__disk_contains(struct sl_disk *d, const uint8_t key[SL_PAGE_KEY_LEN])
     return found;
 }
 
+/* Opens (creates) a page file; its fan-out folder (pages/ab) is made the first time one of
+ * its files is written, not all 256 when the cache is made (that cost every fresh cache a
+ * visible part of its first read). */
+static int open_in_folder(const char *path, int flags)
+{
+    int fd = open(path, flags, 0644);
+    if (fd >= 0 || errno != ENOENT) return fd;
+    char *folder = sl__strdup(path);
+    if (!folder) {
+        errno = ENOMEM;
+        return -1;
+    }
+    *strrchr(folder, '/') = '\0';
+    int made = mkdir(folder, 0755) < 0 && errno != EEXIST ? -1 : 0;
+    free(folder);
+    return made < 0 ? -1 : open(path, flags, 0644);
+}
+
 /* Writes a new page file holding pages[i] at offs[i] (block-aligned). The whole blocks of
  * aligned buffers go around the page cache (O_DIRECT): on ext4 a buffered write costs several
  * times the CPU of the network receive that fetched the bytes, CPU the fetches of the next
@@ -821,7 +826,7 @@ static int write_file(struct sl_disk *d, const char *path, const struct iovec *p
 {
     const int flags = O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC;
     bool direct = atomic_load(&d->direct_ok);
-    int fd = open(path, flags | (direct ? O_DIRECT : 0), 0644);
+    int fd = open_in_folder(path, flags | (direct ? O_DIRECT : 0));
     if (fd < 0 && direct && errno == EINVAL) {
         /* The file system has no direct I/O; the open may have made the file before saying so. */
         atomic_store(&d->direct_ok, false);

@@ -204,6 +204,63 @@ static void threads_never_see_two_versions(void **state)
     }
 }
 
+static sl_cache_stats_t stats_after_close(struct fx *f, sl_file_t *h)
+{
+    sl_cache_stats_t s;
+    sl_file_close(h); /* waits for its read-ahead */
+    assert_int_equal(sl_cache_stats(f->sl, &s), 0);
+    return s;
+}
+
+/* A sequential reader costs the store one request per run of pages, not one per page, its own
+ * first pages included; and every page is fetched once. */
+static void stream_fetches_runs_each_page_once(void **state)
+{
+    struct fx *f = *state;
+    enum { NPAGES = 256, SIZE = NPAGES * PAGE };
+    write_version(f, 7, SIZE);
+    open_sl(f);
+    sl_file_t *h;
+    assert_int_equal(sl_file_open(f->sl, "/d/v.bin", &h), 0);
+    assert_int_equal(sl_cache_stats_reset(f->sl), 0);
+    static uint8_t buf[3 * PAGE + 100]; /* reads that straddle pages */
+    for (uint64_t off = 0; off < SIZE; off += sizeof(buf)) {
+        size_t n;
+        assert_int_equal(sl_file_pread(h, buf, sizeof(buf), off, &n), 0);
+        assert_int_equal(n, SIZE - off < sizeof(buf) ? SIZE - off : sizeof(buf));
+        assert_int_equal(version_of(buf, n, off), 7);
+    }
+    sl_cache_stats_t s = stats_after_close(f, h);
+    assert_int_equal(s.ufs_bytes_read, SIZE);
+    assert_int_equal(s.misses, NPAGES);
+    /* Runs grow 2, 4, 6... pages: 256 pages take about 15; one per page would take 256. */
+    if (s.ufs_requests > NPAGES / 8) fail_msg("%llu store requests for %d pages",
+                                              (unsigned long long)s.ufs_requests, NPAGES);
+}
+
+/* Reads at scattered offsets are random: only the pages they touch are fetched. */
+static void random_reads_fetch_only_their_pages(void **state)
+{
+    struct fx *f = *state;
+    enum { NPAGES = 256, SIZE = NPAGES * PAGE };
+    write_version(f, 9, SIZE);
+    open_sl(f);
+    sl_file_t *h;
+    assert_int_equal(sl_file_open(f->sl, "/d/v.bin", &h), 0);
+    assert_int_equal(sl_cache_stats_reset(f->sl), 0);
+    static const unsigned pages[] = {200, 3, 77, 78, 150, 9, 251, 40};
+    uint8_t buf[PAGE / 2];
+    for (size_t i = 0; i < sizeof(pages) / sizeof(pages[0]); i++) {
+        size_t n;
+        uint64_t off = (uint64_t)pages[i] * PAGE + 1000;
+        assert_int_equal(sl_file_pread(h, buf, sizeof(buf), off, &n), 0);
+        assert_int_equal(n, sizeof(buf));
+        assert_int_equal(version_of(buf, n, off), 9);
+    }
+    sl_cache_stats_t s = stats_after_close(f, h);
+    assert_int_equal(s.ufs_bytes_read, sizeof(pages) / sizeof(pages[0]) * PAGE);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -211,6 +268,8 @@ int main(void)
         cmocka_unit_test_setup_teardown(changed_after_the_first_byte_is_an_error, setup,
                                         teardown),
         cmocka_unit_test_setup_teardown(threads_never_see_two_versions, setup, teardown),
+        cmocka_unit_test_setup_teardown(stream_fetches_runs_each_page_once, setup, teardown),
+        cmocka_unit_test_setup_teardown(random_reads_fetch_only_their_pages, setup, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
