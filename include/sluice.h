@@ -118,6 +118,11 @@ typedef struct sl_stat {
 /* Metadata of one entry, through the metadata cache (the mount's metadata_ttl). */
 SL_EXPORT int sl_stat(sl_t *sl, const char *path, sl_stat_t *st);
 
+/* How long metadata of path may be reused: the metadata_ttl of the mount holding it, in ns, or
+ * -1 for an immutable dataset and for the namespace's own directories (they change only with
+ * the config). Front ends set their own caching from it (the FUSE mount's kernel timeouts). */
+SL_EXPORT int sl_metadata_ttl(sl_t *sl, const char *path, int64_t *ttl_ns);
+
 /* Bytes of path's current version held in the disk cache. */
 SL_EXPORT int sl_cached_bytes(sl_t *sl, const char *path, const sl_stat_t *st, uint64_t *bytes);
 

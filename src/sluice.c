@@ -81,6 +81,18 @@ int sl_stat(sl_t *sl, const char *path, sl_stat_t *st)
     return sl__path_stat(sl, path, st);
 }
 
+int sl_metadata_ttl(sl_t *sl, const char *path, int64_t *ttl_ns)
+{
+    struct sl_resolved r;
+    int rc;
+
+    sl__err_clear();
+    if ((rc = sl__ns_resolve(sl->ns, path, &r)) < 0) return rc;
+    *ttl_ns = r.mount ? r.mount->ttl_ns : SL_TTL_FOREVER;
+    sl__resolved_free(&r);
+    return 0;
+}
+
 int sl_cached_bytes(sl_t *sl, const char *path, const sl_stat_t *st, uint64_t *bytes)
 {
     struct sl_resolved r;

@@ -278,14 +278,23 @@ int sl__cache_get(struct sl_cache *c, const struct sl_object *o, uint64_t index,
     make_key(o, index, key);
     uint64_t hash = XXH3_64bits(key, sizeof(key));
 
+    bool retried = false;
     pthread_mutex_lock(&c->mem.lock);
+again:
     mp = sl__mem_find(&c->mem, key, hash);
     if (mp) {
         mp->refs++;
         while (mp->state == SL_MP_LOADING) pthread_cond_wait(&c->mem.changed, &c->mem.lock);
         if (mp->state == SL_MP_FAILED) {
             int rc = mp->err;
+            bool ahead = mp->ahead;
             sl__mem_unref(&c->mem, mp);
+            /* A read-ahead failed on another thread: fetch it here, where an error can be
+             * reported with its detail (and a passing fault may be gone). Once. */
+            if (ahead && !retried && !(flags & SL_GET_PREFETCH)) {
+                retried = true;
+                goto again;
+            }
             pthread_mutex_unlock(&c->mem.lock);
             return rc;
         }
@@ -403,6 +412,7 @@ bool sl__cache_claim(struct sl_cache *c, const struct sl_object *o, uint64_t fir
         if (!pf->on_disk[i]) {
             pf->mps[i] = sl__mem_insert_loading(&c->mem, pf->keys[i], hash);
             pf->mine[i] = pf->mps[i] != NULL;
+            if (pf->mine[i]) pf->mps[i]->ahead = true;
         }
         work |= pf->mine[i] || pf->on_disk[i];
     }

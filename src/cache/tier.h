@@ -34,6 +34,7 @@ struct sl_mpage {
     bool in_table; /* findable; false once evicted or dropped (freed when refs reach 0) */
     bool fresh;    /* fetched from the store and not read since: its read is not a hit */
     bool no_keep;  /* not worth keeping in RAM once released (streamed once, or warmed) */
+    bool ahead;    /* claimed for a read-ahead: if that fails, a reader fetches it again */
     int err;       /* FAILED: why */
     uint32_t refs;
     uint64_t seq, charge;

@@ -19,6 +19,8 @@ static const struct cli_command commands[] = {
     {"load", cli_load, "warm the cache with files, directories or an ordered list"},
     {"free", cli_free, "drop the cached pages of paths"},
     {"cache", cli_cache, "the cache's figures (cache stats)"},
+    {"mount", cli_mount, "the namespace as a file system (FUSE)"},
+    {"umount", cli_umount, "unmount a sluice mount"},
 };
 
 static void usage(FILE *out)

@@ -27,6 +27,8 @@
 /* Runs in flight per stream: enough to fill a link whose latency a run's transfer time covers
  * several times over (8 MiB at 200 MB/s: 42 ms against 20 ms). */
 #define RA_INFLIGHT 4U
+/* How far out of order a stream's reads may arrive and still be the stream (see read_ahead). */
+#define RA_SLACK (1U << 20)
 
 struct ra_task {
     struct sl_file *f;
@@ -255,8 +257,12 @@ static bool read_ahead(struct sl_file *f, struct sl_pin *pin, uint64_t off, uint
     uint64_t first = off / ps, last = (end - 1) / ps;
 
     pthread_mutex_lock(&f->lock);
-    bool sequential = off == f->next_off; /* a first read at 0 starts a stream */
-    f->next_off = end;
+    /* A first read at 0 starts a stream. Once one runs, reads a little before or after where
+     * the last ended still belong to it: the kernel's read-ahead through a FUSE mount sends a
+     * stream's chunks to several threads at once, and they arrive out of order. */
+    bool near = f->window > 0 && off <= f->next_off + RA_SLACK && off + RA_SLACK >= f->next_off;
+    bool sequential = off == f->next_off || near;
+    f->next_off = sequential ? SL_MAX(f->next_off, end) : end;
     if (f->advice == SL_ADVISE_SEQUENTIAL) {
         sequential = true;
         f->window = window_max(f) / 2; /* doubled to the full window below */

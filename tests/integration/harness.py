@@ -59,7 +59,9 @@ class SluiceCase(unittest.TestCase):
 
     def tearDown(self):
         for m in reversed(self.mounted):
+            pid = mount_pid(m)
             subprocess.run(["umount", "-l", m], capture_output=True)
+            wait_gone(pid)  # a sluice daemon: it finishes once the kernel lets go
         shutil.rmtree(self.tmp, ignore_errors=True)
 
     # ---- setup helpers ----
@@ -97,6 +99,16 @@ class SluiceCase(unittest.TestCase):
         if r.returncode != 0:
             self.fail(f"this test mounts a tmpfs and needs root: {r.stderr.strip()}")
         self.mounted.append(path)
+
+    def mount(self, *opts, point=None, expect=0):
+        """`sluice mount` at point (default tmp/mnt), as a daemon; returns the mount point and
+        unmounts it at the end of the test."""
+        point = point or os.path.join(self.tmp, "mnt")
+        os.makedirs(point, exist_ok=True)
+        r = self.sluice("mount", *opts, point, expect=expect)
+        if r.returncode == 0:
+            self.mounted.append(point)
+        return point
 
     # ---- running sluice ----
 
@@ -167,6 +179,35 @@ class SluiceCase(unittest.TestCase):
 
 def main():
     unittest.main(verbosity=2)
+
+
+def mount_pid(point):
+    """The process serving the sluice mount at point (its source is "sluice:PID"), or None."""
+    real = os.path.realpath(point)
+    with open("/proc/self/mountinfo") as f:
+        for line in f:
+            left, right = line.split(" - ", 1)
+            fstype, source = right.split()[:2]
+            if left.split()[4] == real and fstype == "fuse.sluice":
+                return int(source.split(":")[1])
+    return None
+
+
+def wait_gone(pid, timeout=30):
+    """Waits for process pid (None: nothing) to exit; True if it did."""
+    import time
+    end = time.monotonic() + timeout
+    while pid:
+        try:
+            with open(f"/proc/{pid}/stat") as f:
+                if f.read().rsplit(")", 1)[1].split()[0] == "Z":
+                    return True  # exited; its new parent has not reaped it yet
+        except FileNotFoundError:
+            return True
+        if time.monotonic() > end:
+            return False
+        time.sleep(0.05)
+    return True
 
 
 # ---- real servers: S3 (s3rver behind a SigV4-checking front), nginx, the throttle ----

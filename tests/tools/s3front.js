@@ -16,10 +16,45 @@
 'use strict';
 const http = require('http');
 const crypto = require('crypto');
+const fs = require('fs');
+const path = require('path');
 const S3rver = require('s3rver');
 const AWSAccount = require('s3rver/lib/models/account');
+const FilesystemStore = require('s3rver/lib/stores/filesystem');
 const { SignatureV4 } = require('@smithy/signature-v4');
 const { Hash } = require('@smithy/hash-node');
+
+// s3rver 3.7.1 lists a common prefix only if an object sits directly in its folder: with the
+// keys a/b/c.jpg and delimiter "/", "a/" is missing (its walk stops at folders below a common
+// prefix, and a/ holds only the folder b/). S3 lists "a/". Put back each missing one: a
+// folder just below the prefix with an object anywhere under it.
+function hasObject(dirPath) {
+  for (const e of fs.readdirSync(dirPath, { withFileTypes: true })) {
+    if (e.isDirectory() ? hasObject(path.join(dirPath, e.name)) : e.name.endsWith('._S3rver_object'))
+      return true;
+  }
+  return false;
+}
+const listObjects = FilesystemStore.prototype.listObjects;
+FilesystemStore.prototype.listObjects = async function (bucket, options) {
+  const r = await listObjects.call(this, bucket, options);
+  const { delimiter = '', prefix = '', startAfter = '' } = options;
+  if (delimiter !== '/') return r;
+  const cut = prefix.lastIndexOf('/') + 1;
+  const parent = path.join(this.getBucketPath(bucket), prefix.slice(0, cut));
+  const have = new Set(r.commonPrefixes);
+  const last = r.objects.length ? r.objects[r.objects.length - 1].key : null;
+  let entries = [];
+  try { entries = fs.readdirSync(parent, { withFileTypes: true }); } catch (e) { return r; }
+  for (const e of entries) {
+    const p = prefix.slice(0, cut) + e.name + '/';
+    if (!e.isDirectory() || !p.startsWith(prefix) || have.has(p) || p <= startAfter) continue;
+    if (r.isTruncated && last !== null && p > last) continue; /* the next page's */
+    if (hasObject(path.join(parent, e.name))) have.add(p);
+  }
+  r.commonPrefixes = [...have].sort();
+  return r;
+};
 
 const KEYS = {
   S3RVER: 'S3RVER',

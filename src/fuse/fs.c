@@ -1,0 +1,727 @@
+/*
+ * fs.c - the namespace as a POSIX file system, on libfuse's low-level API, multithreaded.
+ *
+ * Inodes. The kernel names files by inode number, sluice by path. A node table maps both ways:
+ * a node is made by the first lookup (or readdirplus entry) of a path and lives while the
+ * kernel holds lookups on it (nlookup, given back by forget). Numbers count up from 2 (1 is the
+ * root) and are never reused within a mount, so a stale number never names another file.
+ *
+ * Kernel caching follows the mount's metadata_ttl (sl_metadata_ttl): an immutable dataset (-1)
+ * gets day-long attribute and entry timeouts and keep_cache (file pages stay in the kernel's
+ * page cache from one open to the next); other mounts get their TTL as the timeouts and no
+ * keep_cache, so a file opened again is read through sluice, which pins the store's current
+ * version. Misses are cached as negative entries for the same time.
+ *
+ * Directories stream. An open directory has a lister thread running sl_list into a small ring
+ * of entries; readdir takes from it as the kernel asks, so a directory of millions of keys is
+ * never in memory whole. The kernel's offsets count entries: a seek back (rewinddir) starts
+ * the listing again, a seek forward skips.
+ *
+ * Reads go to sl_file_pread on the handle opened at open(): the version is pinned there, and
+ * the handle's detector sees the kernel's read-ahead as a stream (io/file.c). Writes are not
+ * served yet: opening for writing is EROFS.
+ *
+ * Locking: fs->lock guards the node table (both hash chains, every nlookup, next_ino); a
+ * directory's lock guards its ring. Neither is held across a call into sluice.
+ */
+#define FUSE_USE_VERSION 312
+
+#include <errno.h>
+#include <fcntl.h>
+#include <fuse_lowlevel.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "fuse/fs.h"
+
+#define DAY_S 86400.0
+#define DIR_RING 256
+#define BLKSIZE (1U << 20) /* what st_blksize tells readers to ask for at a time */
+
+struct node {
+    fuse_ino_t ino;
+    uint64_t nlookup;
+    uint64_t hash; /* of path */
+    char *path;
+    struct node *ino_next, *path_next;
+};
+
+struct fs {
+    sl_t *sl;
+    uid_t uid;
+    gid_t gid;
+    struct timespec started; /* the time of entries whose store gives none (directories) */
+    pthread_mutex_t lock;
+    struct node **by_ino, **by_path; /* nbuckets chains each */
+    size_t nbuckets, count;
+    fuse_ino_t next_ino;
+};
+
+/* FNV-1a: paths are short, and this needs no dependency beyond libc. */
+static uint64_t hash_path(const char *s)
+{
+    uint64_t h = 1469598103934665603ULL;
+    for (; *s; s++) h = (h ^ (unsigned char)*s) * 1099511628211ULL;
+    return h;
+}
+
+/* ---- the node table ------------------------------------------------------------------------- */
+
+static struct node *find_ino(struct fs *fs, fuse_ino_t ino)
+{
+    struct node *n = fs->by_ino[ino & (fs->nbuckets - 1)];
+    while (n && n->ino != ino) n = n->ino_next;
+    return n;
+}
+
+static struct node *find_path(struct fs *fs, const char *path, uint64_t hash)
+{
+    struct node *n = fs->by_path[hash & (fs->nbuckets - 1)];
+    while (n && (n->hash != hash || strcmp(n->path, path) != 0)) n = n->path_next;
+    return n;
+}
+
+static void link_node(struct fs *fs, struct node *n)
+{
+    size_t i = n->ino & (fs->nbuckets - 1), j = n->hash & (fs->nbuckets - 1);
+    n->ino_next = fs->by_ino[i];
+    fs->by_ino[i] = n;
+    n->path_next = fs->by_path[j];
+    fs->by_path[j] = n;
+}
+
+/* Doubles the table when it holds as many nodes as buckets (fs->lock held). */
+static void grow(struct fs *fs)
+{
+    size_t old = fs->nbuckets;
+    struct node **oi = fs->by_ino, **op = fs->by_path;
+    struct node **ni = calloc(old * 2, sizeof(*ni)), **np = calloc(old * 2, sizeof(*np));
+    if (!ni || !np) { /* stays at its size: slower, not wrong */
+        free(ni);
+        free(np);
+        return;
+    }
+    fs->by_ino = ni;
+    fs->by_path = np;
+    fs->nbuckets = old * 2;
+    for (size_t i = 0; i < old; i++)
+        for (struct node *n = oi[i], *next; n; n = next) {
+            next = n->ino_next;
+            link_node(fs, n);
+        }
+    free(oi);
+    free(op);
+}
+
+/* The node of path with one more lookup; its inode number, or 0 if out of memory. */
+static fuse_ino_t node_ref(struct fs *fs, const char *path)
+{
+    uint64_t hash = hash_path(path);
+    fuse_ino_t ino = 0;
+
+    pthread_mutex_lock(&fs->lock);
+    struct node *n = find_path(fs, path, hash);
+    if (!n && (n = calloc(1, sizeof(*n)))) {
+        if ((n->path = strdup(path))) {
+            n->ino = fs->next_ino++;
+            n->hash = hash;
+            link_node(fs, n);
+            if (++fs->count > fs->nbuckets) grow(fs);
+        } else {
+            free(n);
+            n = NULL;
+        }
+    }
+    if (n) {
+        n->nlookup++;
+        ino = n->ino;
+    }
+    pthread_mutex_unlock(&fs->lock);
+    return ino;
+}
+
+/* A copy of ino's path (the caller frees), or NULL if the kernel named a node it forgot. */
+static char *node_path(struct fs *fs, fuse_ino_t ino)
+{
+    pthread_mutex_lock(&fs->lock);
+    struct node *n = find_ino(fs, ino);
+    char *path = n ? strdup(n->path) : NULL;
+    pthread_mutex_unlock(&fs->lock);
+    return path;
+}
+
+static void unlink_node(struct fs *fs, struct node *n)
+{
+    struct node **p = &fs->by_ino[n->ino & (fs->nbuckets - 1)];
+    while (*p != n) p = &(*p)->ino_next;
+    *p = n->ino_next;
+    p = &fs->by_path[n->hash & (fs->nbuckets - 1)];
+    while (*p != n) p = &(*p)->path_next;
+    *p = n->path_next;
+    fs->count--;
+}
+
+static void node_forget(struct fs *fs, fuse_ino_t ino, uint64_t nlookup)
+{
+    pthread_mutex_lock(&fs->lock);
+    struct node *n = find_ino(fs, ino);
+    if (n && ino != FUSE_ROOT_ID) {
+        n->nlookup = nlookup >= n->nlookup ? 0 : n->nlookup - nlookup;
+        if (n->nlookup == 0) {
+            unlink_node(fs, n);
+            free(n->path);
+            free(n);
+        }
+    }
+    pthread_mutex_unlock(&fs->lock);
+}
+
+/* ---- replies -------------------------------------------------------------------------------- */
+
+/* The errno a sluice error means to a program using the mount. */
+static int errno_of(int rc)
+{
+    if (rc > -1000) return -rc;
+    switch (rc) {
+    case SL_E_NO_MOUNT:
+    case SL_E_PATH_ESCAPE:
+    case SL_E_NO_BUCKET:
+        return ENOENT;
+    case SL_E_CHANGED:
+        return ESTALE; /* the object changed under an open handle: open it again */
+    case SL_E_S3_AUTH:
+        return EACCES;
+    case SL_E_NOT_FILE:
+        return EISDIR;
+    default:
+        return EIO;
+    }
+}
+
+/* Replies with rc's errno. sluice's own errors are logged with their detail first (the path,
+ * the store's answer): the program sees only the number. Call on the thread that failed. */
+static void reply_error(fuse_req_t req, int rc)
+{
+    if (rc <= -1000) fprintf(stderr, "sluice: %s\n", sl_errmsg(rc));
+    fuse_reply_err(req, errno_of(rc));
+}
+
+static double timeout_of(struct fs *fs, const char *path)
+{
+    int64_t ttl;
+    if (sl_metadata_ttl(fs->sl, path, &ttl) < 0) return 0;
+    return ttl < 0 ? DAY_S : (double)ttl / 1e9;
+}
+
+static void attr_of(struct fs *fs, const sl_stat_t *st, fuse_ino_t ino, struct stat *a)
+{
+    memset(a, 0, sizeof(*a));
+    a->st_ino = ino;
+    if (st->type == SL_TYPE_DIR) {
+        a->st_mode = S_IFDIR | (st->mode & 07777 ? st->mode & 07777 : 0755);
+        a->st_nlink = 2;
+    } else {
+        a->st_mode = S_IFREG | (st->mode & 07777 ? st->mode & 07777 : 0644);
+        a->st_nlink = 1;
+        a->st_size = (off_t)st->size;
+        a->st_blocks = (blkcnt_t)((st->size + 511) / 512);
+    }
+    a->st_blksize = BLKSIZE;
+    a->st_uid = fs->uid;
+    a->st_gid = fs->gid;
+    if (st->mtime_ns > 0) {
+        a->st_mtim.tv_sec = (time_t)(st->mtime_ns / 1000000000);
+        a->st_mtim.tv_nsec = (long)(st->mtime_ns % 1000000000);
+    } else {
+        a->st_mtim = fs->started;
+    }
+    a->st_atim = a->st_ctim = a->st_mtim;
+}
+
+static char *join(const char *dir, const char *name)
+{
+    size_t n = strlen(dir);
+    char *p = malloc(n + strlen(name) + 2);
+    if (p) sprintf(p, "%s%s%s", dir, n && dir[n - 1] == '/' ? "" : "/", name);
+    return p;
+}
+
+/* ---- metadata ------------------------------------------------------------------------------- */
+
+static void op_init(void *data, struct fuse_conn_info *conn)
+{
+    (void)data;
+    if (conn->capable & FUSE_CAP_READDIRPLUS) conn->want |= FUSE_CAP_READDIRPLUS;
+    if (conn->capable & FUSE_CAP_PARALLEL_DIROPS) conn->want |= FUSE_CAP_PARALLEL_DIROPS;
+    if (conn->capable & FUSE_CAP_ASYNC_READ) conn->want |= FUSE_CAP_ASYNC_READ;
+}
+
+static void op_lookup(fuse_req_t req, fuse_ino_t parent, const char *name)
+{
+    struct fs *fs = fuse_req_userdata(req);
+    char *dir = node_path(fs, parent);
+    char *path = dir ? join(dir, name) : NULL;
+    struct fuse_entry_param e = {0};
+    sl_stat_t st;
+    int rc;
+
+    if (!path) {
+        fuse_reply_err(req, dir ? ENOMEM : ESTALE);
+        free(dir);
+        return;
+    }
+    free(dir);
+    double t = timeout_of(fs, path);
+    if ((rc = sl_stat(fs->sl, path, &st)) == -ENOENT && t > 0) {
+        e.entry_timeout = t; /* a negative entry: the kernel asks again after t */
+        fuse_reply_entry(req, &e);
+    } else if (rc < 0) {
+        reply_error(req, rc);
+    } else if (!(e.ino = node_ref(fs, path))) {
+        fuse_reply_err(req, ENOMEM);
+    } else {
+        attr_of(fs, &st, e.ino, &e.attr);
+        e.attr_timeout = e.entry_timeout = t;
+        if (fuse_reply_entry(req, &e) != 0) node_forget(fs, e.ino, 1); /* the kernel gave up */
+    }
+    free(path);
+}
+
+static void op_forget(fuse_req_t req, fuse_ino_t ino, uint64_t nlookup)
+{
+    node_forget(fuse_req_userdata(req), ino, nlookup);
+    fuse_reply_none(req);
+}
+
+static void op_forget_multi(fuse_req_t req, size_t count, struct fuse_forget_data *forgets)
+{
+    for (size_t i = 0; i < count; i++)
+        node_forget(fuse_req_userdata(req), forgets[i].ino, forgets[i].nlookup);
+    fuse_reply_none(req);
+}
+
+static void op_getattr(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
+{
+    struct fs *fs = fuse_req_userdata(req);
+    char *path = node_path(fs, ino);
+    sl_stat_t st;
+    struct stat a;
+    int rc;
+
+    (void)fi;
+    if (!path) {
+        fuse_reply_err(req, ESTALE);
+        return;
+    }
+    if ((rc = sl_stat(fs->sl, path, &st)) < 0) {
+        reply_error(req, rc);
+    } else {
+        attr_of(fs, &st, ino, &a);
+        fuse_reply_attr(req, &a, timeout_of(fs, path));
+    }
+    free(path);
+}
+
+static void op_statfs(fuse_req_t req, fuse_ino_t ino)
+{
+    struct fs *fs = fuse_req_userdata(req);
+    sl_cache_stats_t s = {0};
+    struct statvfs v = {0};
+
+    (void)ino;
+    /* What df shows: the cache, the one size a mount of remote stores has. */
+    sl_cache_stats(fs->sl, &s);
+    v.f_bsize = v.f_frsize = 4096;
+    v.f_blocks = s.capacity_bytes / 4096;
+    v.f_bfree = v.f_bavail = s.capacity_bytes > s.bytes_cached
+                                 ? (s.capacity_bytes - s.bytes_cached) / 4096 : 0;
+    v.f_files = v.f_ffree = v.f_favail = 1ULL << 32;
+    v.f_namemax = 255;
+    fuse_reply_statfs(req, &v);
+}
+
+/* ---- directories ---------------------------------------------------------------------------- */
+
+struct dir_ent {
+    char *name;
+    sl_stat_t st;
+};
+
+/* An open directory. Entry offsets: 0 ".", 1 "..", 2 + k the listing's entry k. The ring holds
+ * the listing's entries from number ring_first on; the lister thread fills it. */
+struct dir {
+    struct fs *fs;
+    char *path;
+    pthread_mutex_t lock;
+    pthread_cond_t changed;
+    struct dir_ent ring[DIR_RING];
+    size_t head, count;
+    uint64_t ring_first; /* listing number of ring[head] */
+    uint64_t next;       /* offset of the next entry readdir hands out */
+    bool done, stop, running;
+    int err;
+    pthread_t lister;
+};
+
+static int dir_put(void *arg, const sl_dirent_t *ent)
+{
+    struct dir *d = arg;
+    size_t len = strlen(ent->name);
+
+    /* Names no POSIX file can have: skipped (a store key "a//b" has an empty component). */
+    if (len == 0 || len > 255 || strchr(ent->name, '/') || strcmp(ent->name, ".") == 0 ||
+        strcmp(ent->name, "..") == 0)
+        return 0;
+    char *name = strdup(ent->name);
+    if (!name) return -ENOMEM;
+    pthread_mutex_lock(&d->lock);
+    while (d->count == DIR_RING && !d->stop) pthread_cond_wait(&d->changed, &d->lock);
+    if (d->stop) {
+        pthread_mutex_unlock(&d->lock);
+        free(name);
+        return 1; /* ends sl_list */
+    }
+    d->ring[(d->head + d->count) % DIR_RING] = (struct dir_ent){name, ent->st};
+    d->count++;
+    pthread_cond_broadcast(&d->changed);
+    pthread_mutex_unlock(&d->lock);
+    return 0;
+}
+
+static void *dir_main(void *arg)
+{
+    struct dir *d = arg;
+    int rc = sl_list(d->fs->sl, d->path, dir_put, d);
+    if (rc < 0) fprintf(stderr, "sluice: %s\n", sl_errmsg(rc));
+    pthread_mutex_lock(&d->lock);
+    d->done = true;
+    d->err = rc < 0 ? rc : 0;
+    pthread_cond_broadcast(&d->changed);
+    pthread_mutex_unlock(&d->lock);
+    return NULL;
+}
+
+/* Stops the lister and drops what it listed (d->lock not held). */
+static void dir_stop(struct dir *d)
+{
+    if (d->running) {
+        pthread_mutex_lock(&d->lock);
+        d->stop = true;
+        pthread_cond_broadcast(&d->changed);
+        pthread_mutex_unlock(&d->lock);
+        pthread_join(d->lister, NULL);
+        d->running = false;
+    }
+    for (; d->count; d->count--, d->head = (d->head + 1) % DIR_RING) free(d->ring[d->head].name);
+}
+
+/* (Re)starts the listing from its first entry. */
+static int dir_start(struct dir *d)
+{
+    dir_stop(d);
+    d->head = d->count = 0;
+    d->ring_first = 0;
+    d->next = 0;
+    d->done = d->stop = false;
+    d->err = 0;
+    if (pthread_create(&d->lister, NULL, dir_main, d) != 0) return ENOMEM;
+    d->running = true;
+    return 0;
+}
+
+static void op_opendir(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
+{
+    struct fs *fs = fuse_req_userdata(req);
+    struct dir *d = calloc(1, sizeof(*d));
+    int err;
+
+    if (!d) {
+        fuse_reply_err(req, ENOMEM);
+        return;
+    }
+    d->fs = fs;
+    pthread_mutex_init(&d->lock, NULL);
+    pthread_cond_init(&d->changed, NULL);
+    if (!(d->path = node_path(fs, ino))) {
+        err = ESTALE;
+    } else if ((err = dir_start(d)) == 0) {
+        fi->fh = (uintptr_t)d;
+        fi->cache_readdir = timeout_of(fs, d->path) >= DAY_S; /* immutable: the kernel keeps it */
+        if (fuse_reply_open(req, fi) == 0) return;
+        err = 0; /* the kernel gave up on the open: nothing to reply */
+    }
+    dir_stop(d);
+    free(d->path);
+    free(d);
+    if (err) fuse_reply_err(req, err);
+}
+
+static void op_releasedir(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
+{
+    struct dir *d = (struct dir *)(uintptr_t)fi->fh;
+    (void)ino;
+    dir_stop(d);
+    pthread_mutex_destroy(&d->lock);
+    pthread_cond_destroy(&d->changed);
+    free(d->path);
+    free(d);
+    fuse_reply_err(req, 0);
+}
+
+/* Waits until the entry at listing number k is in the ring, or the listing ended before it;
+ * drops entries before k (d->lock held). True if it is there. */
+static bool dir_reach(struct dir *d, uint64_t k)
+{
+    for (;;) {
+        while (d->count && d->ring_first < k) {
+            free(d->ring[d->head].name);
+            d->head = (d->head + 1) % DIR_RING;
+            d->count--;
+            d->ring_first++;
+            pthread_cond_broadcast(&d->changed);
+        }
+        if (d->count) return true;
+        if (d->done) return false;
+        pthread_cond_wait(&d->changed, &d->lock);
+    }
+}
+
+static void readdir_common(fuse_req_t req, size_t size, off_t off, struct fuse_file_info *fi,
+                           bool plus)
+{
+    struct dir *d = (struct dir *)(uintptr_t)fi->fh;
+    struct fs *fs = d->fs;
+    char *buf = malloc(size);
+    size_t used = 0;
+    int err = 0;
+
+    if (!buf) {
+        fuse_reply_err(req, ENOMEM);
+        return;
+    }
+    if ((uint64_t)off < d->next && (err = dir_start(d)) != 0) goto out; /* a seek back */
+    d->next = (uint64_t)off;
+    pthread_mutex_lock(&d->lock);
+    for (;;) {
+        const char *name;
+        sl_stat_t dot = {.type = SL_TYPE_DIR};
+        const sl_stat_t *st = &dot;
+        if (d->next < 2) {
+            name = d->next == 0 ? "." : "..";
+        } else if (dir_reach(d, d->next - 2)) {
+            name = d->ring[d->head].name;
+            st = &d->ring[d->head].st;
+        } else {
+            /* The end, or an error: reported if it is all this call would say. */
+            if (d->err && used == 0) err = errno_of(d->err);
+            break;
+        }
+        /* Plain readdir's inode numbers only need be non-zero (some tools skip 0). */
+        struct stat a = {.st_mode = st->type == SL_TYPE_DIR ? S_IFDIR : S_IFREG,
+                         .st_ino = hash_path(name) | 1};
+        size_t need;
+        if (!plus) {
+            need = fuse_add_direntry(req, buf + used, size - used, name, &a, (off_t)d->next + 1);
+        } else {
+            struct fuse_entry_param e = {.attr = a};
+            need = fuse_add_direntry_plus(req, NULL, 0, name, NULL, 0);
+            if (need <= size - used && d->next >= 2) {
+                /* The kernel takes a lookup of each entry it gets with attributes. */
+                char *path = join(d->path, name);
+                pthread_mutex_unlock(&d->lock);
+                e.ino = path ? node_ref(fs, path) : 0;
+                pthread_mutex_lock(&d->lock);
+                if (e.ino) {
+                    attr_of(fs, st, e.ino, &e.attr);
+                    e.attr_timeout = e.entry_timeout = timeout_of(fs, path);
+                }
+                free(path);
+                if (!e.ino) {
+                    err = used ? 0 : ENOMEM;
+                    break;
+                }
+            }
+            need = fuse_add_direntry_plus(req, buf + used, size - used, name, &e,
+                                          (off_t)d->next + 1);
+        }
+        if (need > size - used) break; /* the next call starts with it */
+        used += need;
+        d->next++;
+    }
+    pthread_mutex_unlock(&d->lock);
+out:
+    if (err)
+        fuse_reply_err(req, err);
+    else
+        fuse_reply_buf(req, buf, used);
+    free(buf);
+}
+
+static void op_readdir(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
+                       struct fuse_file_info *fi)
+{
+    (void)ino;
+    readdir_common(req, size, off, fi, false);
+}
+
+static void op_readdirplus(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
+                           struct fuse_file_info *fi)
+{
+    (void)ino;
+    readdir_common(req, size, off, fi, true);
+}
+
+/* ---- files ---------------------------------------------------------------------------------- */
+
+static void op_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
+{
+    struct fs *fs = fuse_req_userdata(req);
+    sl_file_t *f = NULL;
+    int rc;
+
+    if ((fi->flags & O_ACCMODE) != O_RDONLY || (fi->flags & O_TRUNC)) {
+        fuse_reply_err(req, EROFS);
+        return;
+    }
+    char *path = node_path(fs, ino);
+    if (!path) {
+        fuse_reply_err(req, ESTALE);
+        return;
+    }
+    if ((rc = sl_file_open(fs->sl, path, &f)) < 0) {
+        reply_error(req, rc);
+    } else {
+        fi->fh = (uintptr_t)f;
+        fi->keep_cache = timeout_of(fs, path) >= DAY_S;
+        if (fuse_reply_open(req, fi) != 0) sl_file_close(f);
+    }
+    free(path);
+}
+
+static void op_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
+                    struct fuse_file_info *fi)
+{
+    sl_file_t *f = (sl_file_t *)(uintptr_t)fi->fh;
+    char *buf = malloc(size ? size : 1);
+    size_t n = 0;
+    int rc;
+
+    (void)ino;
+    if (!buf) {
+        fuse_reply_err(req, ENOMEM);
+        return;
+    }
+    if ((rc = sl_file_pread(f, buf, size, (uint64_t)off, &n)) < 0)
+        reply_error(req, rc);
+    else
+        fuse_reply_buf(req, buf, n);
+    free(buf);
+}
+
+static void op_release(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
+{
+    (void)ino;
+    sl_file_close((sl_file_t *)(uintptr_t)fi->fh);
+    fuse_reply_err(req, 0);
+}
+
+static const struct fuse_lowlevel_ops ops = {
+    .init = op_init,
+    .lookup = op_lookup,
+    .forget = op_forget,
+    .forget_multi = op_forget_multi,
+    .getattr = op_getattr,
+    .statfs = op_statfs,
+    .opendir = op_opendir,
+    .readdir = op_readdir,
+    .readdirplus = op_readdirplus,
+    .releasedir = op_releasedir,
+    .open = op_open,
+    .read = op_read,
+    .release = op_release,
+};
+
+/* ---- the session ---------------------------------------------------------------------------- */
+
+static void fs_free(struct fs *fs)
+{
+    for (size_t i = 0; i < fs->nbuckets; i++)
+        for (struct node *n = fs->by_ino[i], *next; n; n = next) {
+            next = n->ino_next;
+            free(n->path);
+            free(n);
+        }
+    free(fs->by_ino);
+    free(fs->by_path);
+    pthread_mutex_destroy(&fs->lock);
+}
+
+int sl_fs_serve(sl_t *sl, const struct sl_fs_options *o)
+{
+    struct fs fs = {.sl = sl, .uid = getuid(), .gid = getgid(), .nbuckets = 1024, .next_ino = 2};
+    struct fuse_args args = FUSE_ARGS_INIT(0, NULL);
+    struct fuse_session *se = NULL;
+    struct fuse_loop_config *loop = NULL;
+    int rc = -ENOMEM;
+
+    clock_gettime(CLOCK_REALTIME, &fs.started);
+    pthread_mutex_init(&fs.lock, NULL);
+    fs.by_ino = calloc(fs.nbuckets, sizeof(*fs.by_ino));
+    fs.by_path = calloc(fs.nbuckets, sizeof(*fs.by_path));
+    struct node *root = calloc(1, sizeof(*root));
+    if (!fs.by_ino || !fs.by_path || !root || !(root->path = strdup("/"))) {
+        free(root);
+        goto out;
+    }
+    *root = (struct node){.ino = FUSE_ROOT_ID, .nlookup = 1, .hash = hash_path("/"),
+                          .path = root->path};
+    link_node(&fs, root);
+    fs.count = 1;
+
+    /* default_permissions: the kernel checks the modes sluice reports. The source names our
+     * process ("sluice:PID" in /proc/mounts): `sluice umount` waits for it to finish. */
+    char base[64];
+    snprintf(base, sizeof(base), "fsname=sluice:%ld,subtype=sluice,default_permissions",
+             (long)getpid());
+    if (fuse_opt_add_arg(&args, "sluice") || fuse_opt_add_arg(&args, "-o") ||
+        fuse_opt_add_arg(&args, base))
+        goto out;
+    if (o->fuse_opts && (fuse_opt_add_arg(&args, "-o") || fuse_opt_add_arg(&args, o->fuse_opts)))
+        goto out;
+    if (o->debug && fuse_opt_add_arg(&args, "-d")) goto out;
+
+    rc = -EINVAL;
+    if (!(se = fuse_session_new(&args, &ops, sizeof(ops), &fs))) {
+        fprintf(stderr, "sluice: mount options '%s' not accepted (see above)\n",
+                o->fuse_opts ? o->fuse_opts : "");
+        goto out;
+    }
+    if (fuse_set_signal_handlers(se) != 0) goto out;
+    if (fuse_session_mount(se, o->mountpoint) != 0) {
+        fprintf(stderr, "sluice: %s: could not mount (see above)\n", o->mountpoint);
+        fuse_remove_signal_handlers(se);
+        goto out;
+    }
+    if (o->ready) o->ready(o->ready_arg);
+
+    rc = -ENOMEM;
+    if ((loop = fuse_loop_cfg_create())) {
+        /* Requests block on the stores: enough threads that slow reads do not hold up lookups. */
+        fuse_loop_cfg_set_max_threads(loop, 64);
+        fuse_loop_cfg_set_idle_threads(loop, 16);
+        rc = fuse_session_loop_mt(se, loop) < 0 ? -EIO : 0;
+        fuse_loop_cfg_destroy(loop);
+    }
+    fuse_session_unmount(se);
+    fuse_remove_signal_handlers(se);
+out:
+    if (se) fuse_session_destroy(se);
+    fuse_opt_free_args(&args);
+    fs_free(&fs);
+    return rc;
+}
