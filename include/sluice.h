@@ -197,8 +197,18 @@ SL_EXPORT int sl_writer_commit(sl_writer_t *w);
 /* Discards everything written and frees w. Accepts NULL. */
 SL_EXPORT void sl_writer_abort(sl_writer_t *w);
 
-/* Creates a directory (and its parents) where the store has directories. */
+/* Creates a directory (and its parents) where the store has directories; in an object store,
+ * a zero-byte marker object "path/" that makes an empty directory visible. */
 SL_EXPORT int sl_mkdir(sl_t *sl, const char *path);
+
+/* Removes the file at path, or the directory (which must be empty where the store has real
+ * directories; in an object store its marker goes, and it lasts while keys are below it).
+ * Drops its cached pages. */
+SL_EXPORT int sl_remove(sl_t *sl, const char *path);
+
+/* Renames from to to within one mount. -EXDEV across mounts, and where the store cannot rename
+ * (directories of an object store): copy, then remove, as mv(1) does. */
+SL_EXPORT int sl_rename(sl_t *sl, const char *from, const char *to);
 
 /* ---- the cache ------------------------------------------------------------------------------- */
 

@@ -26,10 +26,12 @@ static const char mount_help[] =
     "Usage: sluice mount [-f] [-o OPT[,OPT...]] MOUNTPOINT\n"
     "\n"
     "Mount the namespace (every mount of the config) at MOUNTPOINT as a file system. Reads go\n"
-    "through the cache; files are read-only in this version. Without -f, sluice returns once\n"
-    "the mount is ready and serves it in the background, logging to CACHE_DIR/mount.log;\n"
-    "'sluice umount MOUNTPOINT' ends it. A stale mount point (its sluice was killed: \"Transport\n"
-    "endpoint is not connected\") is cleaned up and mounted again.\n"
+    "through the cache. A file written there is staged on the cache disk and goes to its store\n"
+    "when closed (close fails with EIO if the store refuses it; nothing is dropped); after an\n"
+    "fsync or a close, it survives a crash: the next mount uploads it. Without -f, sluice\n"
+    "returns once the mount is ready and serves it in the background, logging to\n"
+    "CACHE_DIR/mount.log; 'sluice umount MOUNTPOINT' ends it. A stale mount point (its sluice\n"
+    "was killed: \"Transport endpoint is not connected\") is cleaned up and mounted again.\n"
     "\n"
     "  -f, --foreground  serve in the foreground; Ctrl-C unmounts\n"
     "  -o OPT[,OPT...]   FUSE mount options, e.g. allow_other (see mount.fuse3(8))\n"
@@ -39,7 +41,8 @@ static const char mount_help[] =
 static const char umount_help[] =
     "Usage: sluice umount [-l] MOUNTPOINT\n"
     "\n"
-    "Unmount a sluice mount. It fails while programs have files open there, unless -l.\n"
+    "Unmount a sluice mount, and wait until the sluice serving it has uploaded what is still\n"
+    "staged and finished. It fails while programs have files open there, unless -l.\n"
     "\n"
     "  -l, --lazy  detach now; the mount goes away when the last file is closed\n"
     "  -h, --help  this help\n";
@@ -240,7 +243,6 @@ int cli_umount(struct cli *cli, int argc, char **argv)
     char real[PATH_MAX];
     int c;
 
-    (void)cli;
     while ((c = getopt_long(argc, argv, "lh", opts, NULL)) != -1) {
         if (c == 'l') {
             lazy = true;
@@ -269,8 +271,13 @@ int cli_umount(struct cli *cli, int argc, char **argv)
     }
     if (rc < 0) return cli_error(rc, mp);
     /* The daemon finishes on its own once the kernel lets go: wait for it, so that what it
-     * did (counters, the cache index) is settled when we return. A lazy unmount may wait for
-     * programs to close their files: not waited for. */
-    for (int i = 0; pid > 0 && !lazy && running(pid) && i < 600; i++) usleep(50 * 1000);
+     * did (uploads of files still open, counters, the cache index) is settled when we return.
+     * A lazy unmount may wait for programs to close their files: not waited for. */
+    for (int i = 0; pid > 0 && !lazy && running(pid); i++) {
+        if (i == 20 && cli->verbosity >= 0)
+            fprintf(stderr, "sluice: %s: waiting for its sluice to upload what is still open...\n",
+                    mp);
+        usleep(50 * 1000);
+    }
     return CLI_OK;
 }

@@ -18,8 +18,9 @@
  * the listing again, a seek forward skips.
  *
  * Reads go to sl_file_pread on the handle opened at open(): the version is pinned there, and
- * the handle's detector sees the kernel's read-ahead as a stream (io/file.c). Writes are not
- * served yet: opening for writing is EROFS.
+ * the handle's detector sees the kernel's read-ahead as a stream (io/file.c). Writes are
+ * staged in the mount's journal on the cache disk and go to the store at close (stage.c, which
+ * draws their states); fsync makes them survive a crash.
  *
  * Locking: fs->lock guards the node table (both hash chains, every nlookup, next_ino); a
  * directory's lock guards its ring. Neither is held across a call into sluice.
@@ -38,6 +39,7 @@
 #include <unistd.h>
 
 #include "fuse/fs.h"
+#include "fuse/stage.h"
 
 #define DAY_S 86400.0
 #define DIR_RING 256
@@ -56,6 +58,7 @@ struct fs {
     uid_t uid;
     gid_t gid;
     struct timespec started; /* the time of entries whose store gives none (directories) */
+    struct stages stages;    /* files being written */
     pthread_mutex_t lock;
     struct node **by_ino, **by_path; /* nbuckets chains each */
     size_t nbuckets, count;
@@ -181,6 +184,46 @@ static void node_forget(struct fs *fs, fuse_ino_t ino, uint64_t nlookup)
     pthread_mutex_unlock(&fs->lock);
 }
 
+/* Renames the node of from, and every node below it, to to's name (a rename in the store). */
+static void node_rename(struct fs *fs, const char *from, const char *to)
+{
+    size_t n = strlen(from);
+    pthread_mutex_lock(&fs->lock);
+    struct node *moved = NULL;
+    for (size_t i = 0; i < fs->nbuckets; i++)
+        for (struct node *x = fs->by_ino[i], *next; x; x = next) {
+            next = x->ino_next;
+            if (strncmp(x->path, from, n) != 0 || (x->path[n] && x->path[n] != '/')) continue;
+            char *p = malloc(strlen(to) + strlen(x->path + n) + 1);
+            if (!p) continue; /* keeps its old name: the kernel looks it up again */
+            sprintf(p, "%s%s", to, x->path + n);
+            unlink_node(fs, x);
+            free(x->path);
+            x->path = p;
+            x->hash = hash_path(p);
+            x->ino_next = moved; /* relinked below, not met again in this walk */
+            moved = x;
+        }
+    /* A node already at the new name is the file the rename replaced: it keeps its number
+     * for the kernel, under a name no path can have. */
+    for (struct node *x = moved, *next; x; x = next) {
+        next = x->ino_next;
+        struct node *old = find_path(fs, x->path, x->hash);
+        char *dead = NULL;
+        if (old && asprintf(&dead, "\001replaced %lu", (unsigned long)old->ino) > 0) {
+            unlink_node(fs, old);
+            free(old->path);
+            old->path = dead;
+            old->hash = hash_path(dead);
+            link_node(fs, old);
+            fs->count++;
+        }
+        link_node(fs, x);
+        fs->count++;
+    }
+    pthread_mutex_unlock(&fs->lock);
+}
+
 /* ---- replies -------------------------------------------------------------------------------- */
 
 /* The errno a sluice error means to a program using the mount. */
@@ -207,7 +250,9 @@ static int errno_of(int rc)
  * the store's answer): the program sees only the number. Call on the thread that failed. */
 static void reply_error(fuse_req_t req, int rc)
 {
-    if (rc <= -1000) fprintf(stderr, "sluice: %s\n", sl_errmsg(rc));
+    /* A name outside every mount is just a name that does not exist. */
+    if (rc <= -1000 && rc != SL_E_NO_MOUNT && rc != SL_E_PATH_ESCAPE)
+        fprintf(stderr, "sluice: %s\n", sl_errmsg(rc));
     fuse_reply_err(req, errno_of(rc));
 }
 
@@ -251,6 +296,44 @@ static char *join(const char *dir, const char *name)
     return p;
 }
 
+/* Metadata of path: a file being written is what its staged bytes are. */
+static int stat_path(struct fs *fs, const char *path, sl_stat_t *st)
+{
+    struct stage *s = sl__stage_find(&fs->stages, path);
+    if (!s) return sl_stat(fs->sl, path, st);
+    struct timespec now;
+    clock_gettime(CLOCK_REALTIME, &now);
+    *st = (sl_stat_t){.type = SL_TYPE_FILE, .size = sl__stage_size(s), .mode = 0644,
+                      .mtime_ns = (int64_t)now.tv_sec * 1000000000 + now.tv_nsec};
+    sl__stage_release(&fs->stages, s);
+    return 0;
+}
+
+/* Replies to a lookup-like request (lookup, create, mkdir) with path's entry. */
+static void reply_entry(fuse_req_t req, struct fs *fs, const char *path, const sl_stat_t *st,
+                        struct fuse_file_info *fi)
+{
+    struct fuse_entry_param e = {0};
+    if (!(e.ino = node_ref(fs, path))) {
+        fuse_reply_err(req, ENOMEM);
+        return;
+    }
+    attr_of(fs, st, e.ino, &e.attr);
+    e.attr_timeout = e.entry_timeout = timeout_of(fs, path);
+    int rc = fi ? fuse_reply_create(req, &e, fi) : fuse_reply_entry(req, &e);
+    if (rc != 0) node_forget(fs, e.ino, 1); /* the kernel gave up */
+}
+
+/* The path of parent/name (the caller frees), or NULL after replying with the error. */
+static char *child_path(fuse_req_t req, struct fs *fs, fuse_ino_t parent, const char *name)
+{
+    char *dir = node_path(fs, parent);
+    char *path = dir ? join(dir, name) : NULL;
+    if (!path) fuse_reply_err(req, dir ? ENOMEM : ESTALE);
+    free(dir);
+    return path;
+}
+
 /* ---- metadata ------------------------------------------------------------------------------- */
 
 static void op_init(void *data, struct fuse_conn_info *conn)
@@ -259,35 +342,26 @@ static void op_init(void *data, struct fuse_conn_info *conn)
     if (conn->capable & FUSE_CAP_READDIRPLUS) conn->want |= FUSE_CAP_READDIRPLUS;
     if (conn->capable & FUSE_CAP_PARALLEL_DIROPS) conn->want |= FUSE_CAP_PARALLEL_DIROPS;
     if (conn->capable & FUSE_CAP_ASYNC_READ) conn->want |= FUSE_CAP_ASYNC_READ;
+    /* O_TRUNC comes with open, not as a separate truncate: one staged file, not two. */
+    if (conn->capable & FUSE_CAP_ATOMIC_O_TRUNC) conn->want |= FUSE_CAP_ATOMIC_O_TRUNC;
 }
 
 static void op_lookup(fuse_req_t req, fuse_ino_t parent, const char *name)
 {
     struct fs *fs = fuse_req_userdata(req);
-    char *dir = node_path(fs, parent);
-    char *path = dir ? join(dir, name) : NULL;
-    struct fuse_entry_param e = {0};
+    char *path = child_path(req, fs, parent, name);
     sl_stat_t st;
     int rc;
 
-    if (!path) {
-        fuse_reply_err(req, dir ? ENOMEM : ESTALE);
-        free(dir);
-        return;
-    }
-    free(dir);
+    if (!path) return;
     double t = timeout_of(fs, path);
-    if ((rc = sl_stat(fs->sl, path, &st)) == -ENOENT && t > 0) {
-        e.entry_timeout = t; /* a negative entry: the kernel asks again after t */
+    if ((rc = stat_path(fs, path, &st)) == -ENOENT && t > 0) {
+        struct fuse_entry_param e = {.entry_timeout = t}; /* negative: asked again after t */
         fuse_reply_entry(req, &e);
     } else if (rc < 0) {
         reply_error(req, rc);
-    } else if (!(e.ino = node_ref(fs, path))) {
-        fuse_reply_err(req, ENOMEM);
     } else {
-        attr_of(fs, &st, e.ino, &e.attr);
-        e.attr_timeout = e.entry_timeout = t;
-        if (fuse_reply_entry(req, &e) != 0) node_forget(fs, e.ino, 1); /* the kernel gave up */
+        reply_entry(req, fs, path, &st, NULL);
     }
     free(path);
 }
@@ -318,7 +392,7 @@ static void op_getattr(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi
         fuse_reply_err(req, ESTALE);
         return;
     }
-    if ((rc = sl_stat(fs->sl, path, &st)) < 0) {
+    if ((rc = stat_path(fs, path, &st)) < 0) {
         reply_error(req, rc);
     } else {
         attr_of(fs, &st, ino, &a);
@@ -578,27 +652,93 @@ static void op_readdirplus(fuse_req_t req, fuse_ino_t ino, size_t size, off_t of
 
 /* ---- files ---------------------------------------------------------------------------------- */
 
+/* An open file: the store's version read through the cache, or the staged file being
+ * written (and read back) through this mount. */
+struct handle {
+    sl_file_t *f;
+    struct stage *stage;
+    bool write; /* opened for writing: its close uploads */
+};
+
+static bool writing(const struct fuse_file_info *fi)
+{
+    return (fi->flags & O_ACCMODE) != O_RDONLY || (fi->flags & O_TRUNC);
+}
+
+/* Opens path for fi's flags into a new handle. */
+static int open_handle(struct fs *fs, const char *path, struct fuse_file_info *fi, bool create,
+                       struct handle **out)
+{
+    struct handle *h = calloc(1, sizeof(*h));
+    int rc;
+
+    if (!h) return -ENOMEM;
+    h->write = create || writing(fi);
+    char *uri = NULL;
+    if (h->write && ((rc = sl_resolve(fs->sl, path, &uri)) < 0 || !uri)) {
+        free(uri);
+        free(h);
+        return -EROFS; /* outside every mount: the namespace's own folders hold no files */
+    }
+    free(uri);
+    if (h->write)
+        rc = sl__stage_open(&fs->stages, path, create || (fi->flags & O_TRUNC), &h->stage);
+    else if ((h->stage = sl__stage_find(&fs->stages, path)))
+        rc = 0; /* being written through this mount: read what was written */
+    else
+        rc = sl_file_open(fs->sl, path, &h->f);
+    if (rc < 0) {
+        free(h);
+        return rc;
+    }
+    /* An immutable dataset's pages stay in the kernel between opens; a file being written is
+     * never kept (its bytes change under the cache). */
+    fi->keep_cache = !h->stage && timeout_of(fs, path) >= DAY_S;
+    fi->fh = (uintptr_t)h;
+    *out = h;
+    return 0;
+}
+
+static void close_handle(struct fs *fs, struct handle *h)
+{
+    if (h->stage) sl__stage_release(&fs->stages, h->stage);
+    sl_file_close(h->f);
+    free(h);
+}
+
 static void op_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 {
     struct fs *fs = fuse_req_userdata(req);
-    sl_file_t *f = NULL;
+    struct handle *h;
+    char *path = node_path(fs, ino);
     int rc;
 
-    if ((fi->flags & O_ACCMODE) != O_RDONLY || (fi->flags & O_TRUNC)) {
-        fuse_reply_err(req, EROFS);
-        return;
-    }
-    char *path = node_path(fs, ino);
     if (!path) {
         fuse_reply_err(req, ESTALE);
         return;
     }
-    if ((rc = sl_file_open(fs->sl, path, &f)) < 0) {
+    if ((rc = open_handle(fs, path, fi, false, &h)) < 0)
+        reply_error(req, rc);
+    else if (fuse_reply_open(req, fi) != 0)
+        close_handle(fs, h);
+    free(path);
+}
+
+static void op_create(fuse_req_t req, fuse_ino_t parent, const char *name, mode_t mode,
+                      struct fuse_file_info *fi)
+{
+    struct fs *fs = fuse_req_userdata(req);
+    char *path = child_path(req, fs, parent, name);
+    struct handle *h;
+    int rc;
+
+    (void)mode; /* stores keep no modes: files are 0644 */
+    if (!path) return;
+    if ((rc = open_handle(fs, path, fi, true, &h)) < 0) {
         reply_error(req, rc);
     } else {
-        fi->fh = (uintptr_t)f;
-        fi->keep_cache = timeout_of(fs, path) >= DAY_S;
-        if (fuse_reply_open(req, fi) != 0) sl_file_close(f);
+        sl_stat_t st = {.type = SL_TYPE_FILE, .mode = 0644};
+        reply_entry(req, fs, path, &st, fi);
     }
     free(path);
 }
@@ -606,7 +746,7 @@ static void op_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 static void op_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
                     struct fuse_file_info *fi)
 {
-    sl_file_t *f = (sl_file_t *)(uintptr_t)fi->fh;
+    struct handle *h = (struct handle *)(uintptr_t)fi->fh;
     char *buf = malloc(size ? size : 1);
     size_t n = 0;
     int rc;
@@ -616,18 +756,196 @@ static void op_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
         fuse_reply_err(req, ENOMEM);
         return;
     }
-    if ((rc = sl_file_pread(f, buf, size, (uint64_t)off, &n)) < 0)
+    rc = h->stage ? sl__stage_read(h->stage, buf, size, (uint64_t)off, &n)
+                  : sl_file_pread(h->f, buf, size, (uint64_t)off, &n);
+    if (rc < 0)
         reply_error(req, rc);
     else
         fuse_reply_buf(req, buf, n);
     free(buf);
 }
 
+static void op_write(fuse_req_t req, fuse_ino_t ino, const char *buf, size_t size, off_t off,
+                     struct fuse_file_info *fi)
+{
+    struct handle *h = (struct handle *)(uintptr_t)fi->fh;
+    (void)ino;
+    if (!h->stage) {
+        fuse_reply_err(req, EBADF);
+        return;
+    }
+    int rc = sl__stage_write(h->stage, buf, size, (uint64_t)off);
+    if (rc < 0)
+        fuse_reply_err(req, -rc);
+    else
+        fuse_reply_write(req, size);
+}
+
+/* close(2): what was written goes to the store now; its failure is the writer's EIO (the bytes
+ * stay in the journal). Called for every close of a descriptor, so once per dup too. */
+static void op_flush(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
+{
+    struct fs *fs = fuse_req_userdata(req);
+    struct handle *h = (struct handle *)(uintptr_t)fi->fh;
+    (void)ino;
+    int rc = h->write ? sl__stage_upload(&fs->stages, h->stage) : 0;
+    fuse_reply_err(req, rc < 0 ? EIO : 0);
+}
+
+/* fsync(2): durable in the journal before it returns; a mount that dies later uploads it at
+ * its next start. */
+static void op_fsync(fuse_req_t req, fuse_ino_t ino, int datasync, struct fuse_file_info *fi)
+{
+    struct fs *fs = fuse_req_userdata(req);
+    struct handle *h = (struct handle *)(uintptr_t)fi->fh;
+    (void)ino;
+    (void)datasync;
+    int rc = h->stage ? sl__stage_sync(&fs->stages, h->stage) : 0;
+    fuse_reply_err(req, rc < 0 ? EIO : 0);
+}
+
 static void op_release(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 {
     (void)ino;
-    sl_file_close((sl_file_t *)(uintptr_t)fi->fh);
+    close_handle(fuse_req_userdata(req), (struct handle *)(uintptr_t)fi->fh);
     fuse_reply_err(req, 0);
+}
+
+/* Only the size can change (truncate); modes, owners and times are the store's, and a change
+ * of them is accepted and has no effect (cp -p and tar must not fail on it). */
+static void op_setattr(fuse_req_t req, fuse_ino_t ino, struct stat *attr, int to_set,
+                       struct fuse_file_info *fi)
+{
+    struct fs *fs = fuse_req_userdata(req);
+    char *path = node_path(fs, ino);
+    sl_stat_t st;
+    int rc = 0;
+
+    if (!path) {
+        fuse_reply_err(req, ESTALE);
+        return;
+    }
+    if (to_set & FUSE_SET_ATTR_SIZE) {
+        struct handle *h = fi ? (struct handle *)(uintptr_t)fi->fh : NULL;
+        struct stage *s = h && h->stage ? h->stage : NULL;
+        bool own = !s;
+        if (own) rc = sl__stage_open(&fs->stages, path, attr->st_size == 0, &s);
+        if (rc == 0) rc = sl__stage_truncate(s, (uint64_t)attr->st_size);
+        /* truncate(2) of a path: no close will follow, so it goes to the store now. */
+        if (own && rc == 0) rc = sl__stage_upload(&fs->stages, s);
+        if (own && s) sl__stage_release(&fs->stages, s);
+    }
+    if (rc == 0) rc = stat_path(fs, path, &st);
+    if (rc < 0) {
+        reply_error(req, rc);
+    } else {
+        struct stat a;
+        attr_of(fs, &st, ino, &a);
+        fuse_reply_attr(req, &a, timeout_of(fs, path));
+    }
+    free(path);
+}
+
+static void op_mkdir(fuse_req_t req, fuse_ino_t parent, const char *name, mode_t mode)
+{
+    struct fs *fs = fuse_req_userdata(req);
+    char *path = child_path(req, fs, parent, name);
+    sl_stat_t st;
+    int rc;
+
+    (void)mode;
+    if (!path) return;
+    if ((rc = sl_stat(fs->sl, path, &st)) == 0)
+        rc = -EEXIST;
+    else if (rc == -ENOENT && (rc = sl_mkdir(fs->sl, path)) == 0)
+        rc = sl_stat(fs->sl, path, &st);
+    if (rc < 0)
+        reply_error(req, rc);
+    else
+        reply_entry(req, fs, path, &st, NULL);
+    free(path);
+}
+
+static int first_entry(void *arg, const sl_dirent_t *ent)
+{
+    (void)arg;
+    (void)ent;
+    return 1; /* one is enough */
+}
+
+static void remove_common(fuse_req_t req, fuse_ino_t parent, const char *name, bool dir)
+{
+    struct fs *fs = fuse_req_userdata(req);
+    char *path = child_path(req, fs, parent, name);
+    sl_stat_t st;
+    int rc;
+
+    if (!path) return;
+    if ((rc = stat_path(fs, path, &st)) == 0) {
+        if (dir && st.type != SL_TYPE_DIR)
+            rc = -ENOTDIR;
+        else if (!dir && st.type == SL_TYPE_DIR)
+            rc = -EISDIR;
+        /* An object store's directory lasts while keys are below it: check, as rmdir must. */
+        else if (dir && (rc = sl_list(fs->sl, path, first_entry, NULL)) == 1)
+            rc = -ENOTEMPTY;
+    }
+    struct stage *s = rc == 0 && !dir ? sl__stage_find(&fs->stages, path) : NULL;
+    if (rc == 0 && (rc = sl_remove(fs->sl, path)) == -ENOENT && s) rc = 0; /* never uploaded */
+    if (s) {
+        if (rc == 0) sl__stage_forget(&fs->stages, s);
+        sl__stage_release(&fs->stages, s);
+    }
+    if (rc < 0)
+        reply_error(req, rc);
+    else
+        fuse_reply_err(req, 0);
+    free(path);
+}
+
+static void op_unlink(fuse_req_t req, fuse_ino_t parent, const char *name)
+{
+    remove_common(req, parent, name, false);
+}
+
+static void op_rmdir(fuse_req_t req, fuse_ino_t parent, const char *name)
+{
+    remove_common(req, parent, name, true);
+}
+
+static void op_rename(fuse_req_t req, fuse_ino_t parent, const char *name, fuse_ino_t newparent,
+                      const char *newname, unsigned int flags)
+{
+    struct fs *fs = fuse_req_userdata(req);
+    char *from = child_path(req, fs, parent, name);
+    char *to = from ? child_path(req, fs, newparent, newname) : NULL;
+    sl_stat_t st;
+    int rc = 0;
+
+    if (!to) {
+        free(from);
+        return;
+    }
+    if (flags & ~RENAME_NOREPLACE)
+        rc = -EINVAL; /* RENAME_EXCHANGE: no store can swap two names at once */
+    else if ((flags & RENAME_NOREPLACE) && stat_path(fs, to, &st) == 0)
+        rc = -EEXIST;
+    /* A file being written that its store does not have yet (write to a temp name, then
+     * rename: the usual safe save) goes up first, then is renamed there. */
+    struct stage *s = rc == 0 ? sl__stage_find(&fs->stages, from) : NULL;
+    if (s) rc = sl__stage_upload(&fs->stages, s);
+    if (rc == 0) rc = sl_rename(fs->sl, from, to);
+    if (rc == 0) {
+        sl__stages_rename(&fs->stages, from, to);
+        node_rename(fs, from, to);
+    }
+    if (s) sl__stage_release(&fs->stages, s);
+    if (rc < 0)
+        reply_error(req, rc);
+    else
+        fuse_reply_err(req, 0);
+    free(from);
+    free(to);
 }
 
 static const struct fuse_lowlevel_ops ops = {
@@ -642,8 +960,17 @@ static const struct fuse_lowlevel_ops ops = {
     .readdirplus = op_readdirplus,
     .releasedir = op_releasedir,
     .open = op_open,
+    .create = op_create,
     .read = op_read,
+    .write = op_write,
+    .flush = op_flush,
+    .fsync = op_fsync,
     .release = op_release,
+    .setattr = op_setattr,
+    .mkdir = op_mkdir,
+    .unlink = op_unlink,
+    .rmdir = op_rmdir,
+    .rename = op_rename,
 };
 
 /* ---- the session ---------------------------------------------------------------------------- */
@@ -695,6 +1022,15 @@ int sl_fs_serve(sl_t *sl, const struct sl_fs_options *o)
         goto out;
     if (o->debug && fuse_opt_add_arg(&args, "-d")) goto out;
 
+    /* What a mount that died had acknowledged goes to the stores before anything else. */
+    int recovered, pending;
+    if ((rc = sl__stages_open(&fs.stages, sl, &recovered, &pending)) < 0)
+        fprintf(stderr, "sluice: warning: no write journal (%s): the mount is read-only\n",
+                sl_errmsg(rc));
+    if (recovered || pending)
+        fprintf(stderr, "sluice: %d file(s) a stopped mount had written are in their stores "
+                        "now%s\n", recovered, pending ? "; some are not yet (see above)" : "");
+
     rc = -EINVAL;
     if (!(se = fuse_session_new(&args, &ops, sizeof(ops), &fs))) {
         fprintf(stderr, "sluice: mount options '%s' not accepted (see above)\n",
@@ -719,9 +1055,14 @@ int sl_fs_serve(sl_t *sl, const struct sl_fs_options *o)
     }
     fuse_session_unmount(se);
     fuse_remove_signal_handlers(se);
+    /* Files still open when the mount went away (a lazy unmount, a signal): what they
+     * acknowledged goes up now, or stays in the journal for the next mount. */
+    int failed = sl__stages_drain(&fs.stages);
+    if (failed) fprintf(stderr, "sluice: %d file(s) stay in the journal for the next mount\n", failed);
 out:
     if (se) fuse_session_destroy(se);
     fuse_opt_free_args(&args);
+    sl__stages_close(&fs.stages);
     fs_free(&fs);
     return rc;
 }

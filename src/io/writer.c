@@ -87,3 +87,53 @@ int sl_mkdir(sl_t *sl, const char *path)
     sl__resolved_free(&r);
     return rc;
 }
+
+/* Forgets r's metadata and cached pages: its store entry is gone or replaced. */
+static void forget(struct sl *sl, const struct sl_resolved *r)
+{
+    uint8_t file_id[16];
+    uint64_t freed;
+    sl__md_invalidate(&sl->md, r);
+    sl__hash128(r->object_id, file_id);
+    sl__cache_free_object(sl->cache, file_id, &freed);
+}
+
+int sl_remove(sl_t *sl, const char *path)
+{
+    struct sl_resolved r;
+    int rc;
+
+    sl__err_clear();
+    if ((rc = sl__ns_resolve(sl->ns, path, &r)) < 0) return rc;
+    if (!r.mount || !*r.rel)
+        rc = sl__err(-EBUSY, "%s: a mount point of the namespace cannot be removed", r.path);
+    else if ((rc = sl__ufs_remove(r.mount->ufs, r.rel)) == 0)
+        forget(sl, &r);
+    sl__resolved_free(&r);
+    return rc;
+}
+
+int sl_rename(sl_t *sl, const char *from, const char *to)
+{
+    struct sl_resolved a, b;
+    int rc;
+
+    sl__err_clear();
+    if ((rc = sl__ns_resolve(sl->ns, from, &a)) < 0) return rc;
+    if ((rc = sl__ns_resolve(sl->ns, to, &b)) < 0) {
+        sl__resolved_free(&a);
+        return rc;
+    }
+    if (!a.mount || !*a.rel || !b.mount || !*b.rel)
+        rc = sl__err(-EBUSY, "%s: a mount point of the namespace cannot be renamed",
+                     !a.mount || !*a.rel ? a.path : b.path);
+    else if (a.mount != b.mount || !a.mount->ufs->ops->rename)
+        rc = -EXDEV;
+    else if ((rc = sl__ufs_rename(a.mount->ufs, a.rel, b.rel)) == 0) {
+        forget(sl, &a);
+        forget(sl, &b);
+    }
+    sl__resolved_free(&a);
+    sl__resolved_free(&b);
+    return rc;
+}

@@ -980,6 +980,19 @@ out:
     return rc;
 }
 
+/* S3 has no directories: a zero-byte marker "path/" makes an empty one visible to listings and
+ * stats, as s3fs, rclone and the AWS console make them; s3_remove takes it away. */
+static int s3_mkdir(struct sl_ufs *u, const char *path)
+{
+    struct sl_ufs_writer *w;
+    char *marker = sl__asprintf("%s/", path);
+    if (!marker) return -ENOMEM;
+    int rc = s3_writer_open(u, marker, &w);
+    if (rc == 0) rc = s3_writer_commit(w, NULL);
+    free(marker);
+    return rc;
+}
+
 const struct sl_ufs_ops sl__ufs_s3_ops = {
     .scheme = "s3",
     /* A listing or HEAD costs a round trip to a store that may be far away, and datasets in
@@ -999,5 +1012,5 @@ const struct sl_ufs_ops sl__ufs_s3_ops = {
     .writer_abort = s3_writer_abort,
     .remove = s3_remove,
     .rename = s3_rename,
-    .mkdir = NULL,
+    .mkdir = s3_mkdir,
 };

@@ -135,6 +135,14 @@ int sl__ufs_remove(struct sl_ufs *u, const char *path)
     return rc < 0 ? fail(u, path, rc) : 0;
 }
 
+int sl__ufs_rename(struct sl_ufs *u, const char *from, const char *to)
+{
+    if (!u->ops->rename) return -EXDEV;
+    sl__count(u->ctr, SL_CTR_UFS_REQUESTS, 1);
+    int rc = u->ops->rename(u, from, to);
+    return rc < 0 ? fail(u, from, rc) : 0;
+}
+
 int sl__ufs_mkdir(struct sl_ufs *u, const char *path)
 {
     if (!u->ops->mkdir) return 0; /* directories are implicit in this store */

@@ -102,6 +102,7 @@ int sl__ufs_read(struct sl_ufs *u, const char *path, const char *version, uint64
 int sl__ufs_writer_open(struct sl_ufs *u, const char *path, struct sl_ufs_writer **out);
 int sl__ufs_remove(struct sl_ufs *u, const char *path);
 int sl__ufs_mkdir(struct sl_ufs *u, const char *path);
+int sl__ufs_rename(struct sl_ufs *u, const char *from, const char *to); /* -EXDEV if it cannot */
 
 /* Stores built in. */
 extern const struct sl_ufs_ops sl__ufs_local_ops;
