@@ -353,15 +353,24 @@ static void fetch_run(struct sl_cache *c, const struct sl_object *o, uint64_t fi
     for (unsigned i = 0; i < n; i++) {
         uint64_t off = (first + i) * c->page_size;
         iov[i].iov_len = (size_t)SL_MIN((uint64_t)c->page_size, o->size - off);
-        iov[i].iov_base = sl__mem_buf_alloc(&c->mem, iov[i].iov_len);
-        if (!iov[i].iov_base) rc = -ENOMEM;
+        iov[i].iov_base = NULL;
         total += iov[i].iov_len;
     }
+    /* The run's buffers come out of cache.memory, as the pages they become do: with many
+     * streams at once, read-ahead gives way (its pages fail, and their readers fetch them
+     * themselves) before memory grows past the budget. */
+    pthread_mutex_lock(&c->mem.lock);
+    bool budget = sl__mem_loading_take(&c->mem, total);
+    pthread_mutex_unlock(&c->mem.lock);
+    for (unsigned i = 0; i < n && budget; i++)
+        if (!(iov[i].iov_base = sl__mem_buf_alloc(&c->mem, iov[i].iov_len))) rc = -ENOMEM;
+    if (!budget) rc = -ENOMEM;
     if (rc == 0)
         rc = sl__ufs_readv(o->ufs, o->rel, o->version, first * c->page_size, iov, (int)n, &got);
     if (rc == 0 && got != total) rc = SL_E_CHANGED; /* shorter than the version we pinned */
 
     pthread_mutex_lock(&c->mem.lock);
+    if (budget) sl__mem_loading_done(&c->mem, total); /* charged as READY pages from here */
     for (unsigned i = 0; i < n; i++) {
         if (rc < 0) {
             sl__mem_set_failed(&c->mem, mps[i], rc);

@@ -7,6 +7,7 @@
  * release them, the tier evicts back under its budget.
  */
 #include <stdlib.h>
+#include <sys/mman.h>
 #include <string.h>
 
 #include "cache/tier.h"
@@ -65,6 +66,17 @@ static void table_remove(struct sl_mem *mem, struct sl_mpage *mp)
     q_unlink(mem, mp);
 }
 
+/* Page buffers are mapped, not malloc'ed: freed, they go back to the system at once. From
+ * malloc, buffers freed by one thread and allocated by another pile up in glibc's per-thread
+ * arenas: with a thousand readers on a 64 MiB budget the process held 220 MiB of freed pages
+ * (docs/internals/cache.md). Small buffers (the tails of files) stay with malloc. */
+#define MAPPED_MIN (64U << 10)
+
+static size_t mapped_len(size_t len)
+{
+    return (len + SL_BUF_ALIGN - 1) / SL_BUF_ALIGN * SL_BUF_ALIGN;
+}
+
 uint8_t *sl__mem_buf_alloc(struct sl_mem *mem, size_t len)
 {
     if (len == mem->page_size) {
@@ -74,6 +86,12 @@ uint8_t *sl__mem_buf_alloc(struct sl_mem *mem, size_t len)
         pthread_mutex_unlock(&mem->buf_lock);
         if (buf) return buf;
     }
+    if (len >= MAPPED_MIN) {
+        /* Page-aligned, so the disk tier can write it straight (O_DIRECT). */
+        void *buf = mmap(NULL, mapped_len(len), PROT_READ | PROT_WRITE,
+                         MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+        return buf == MAP_FAILED ? NULL : buf;
+    }
     /* Aligned to the block size, so the disk tier can write a page straight from its buffer
      * (O_DIRECT) without a copy into the kernel's page cache. */
     void *buf = NULL;
@@ -82,15 +100,20 @@ uint8_t *sl__mem_buf_alloc(struct sl_mem *mem, size_t len)
 
 void sl__mem_buf_free(struct sl_mem *mem, uint8_t *buf, size_t len)
 {
-    if (buf && len == mem->page_size) {
+    if (!buf) return;
+    if (len == mem->page_size) {
         pthread_mutex_lock(&mem->buf_lock);
         if (mem->nspare < mem->max_spare) {
             mem->spare[mem->nspare++] = buf;
             buf = NULL;
         }
         pthread_mutex_unlock(&mem->buf_lock);
+        if (!buf) return;
     }
-    free(buf);
+    if (len >= MAPPED_MIN)
+        munmap(buf, mapped_len(len));
+    else
+        free(buf);
 }
 
 static void page_free(struct sl_mem *mem, struct sl_mpage *mp)
@@ -220,7 +243,8 @@ int sl__mem_init(struct sl_mem *mem, uint64_t capacity, uint32_t page_size)
     /* Enough spare pages for a full read-ahead window and its reader, within a quarter of the
      * memory budget. */
     mem->page_size = page_size;
-    mem->max_spare = (size_t)SL_MIN(32, capacity / 4 / page_size);
+    /* Spare buffers are memory too: a sixteenth of the budget at most. */
+    mem->max_spare = (size_t)SL_MIN(32, capacity / 16 / page_size);
     mem->spare = calloc(mem->max_spare ? mem->max_spare : 1, sizeof(*mem->spare));
     if (!mem->buckets || !mem->ghost || !mem->spare) {
         free(mem->buckets);
@@ -256,7 +280,9 @@ void sl__mem_fini(struct sl_mem *mem)
     }
     free(mem->buckets);
     free(mem->ghost);
-    for (size_t i = 0; i < mem->nspare; i++) free(mem->spare[i]);
+    size_t n = mem->nspare;
+    mem->nspare = mem->max_spare = 0; /* so that the frees below do not keep them */
+    for (size_t i = 0; i < n; i++) sl__mem_buf_free(mem, mem->spare[i], mem->page_size);
     free(mem->spare);
     pthread_mutex_destroy(&mem->buf_lock);
     pthread_cond_destroy(&mem->changed);
@@ -309,13 +335,27 @@ struct sl_mpage *sl__mem_insert_loading(struct sl_mem *mem, const uint8_t key[SL
 
 static void evict_to_fit(struct sl_mem *mem)
 {
-    while (mem->bytes > mem->capacity) {
+    while (mem->bytes + mem->loading > mem->capacity) {
         struct sl_evict_entry e;
         if (sl__evict_victim(&mem->be, &e) < 0) return; /* all pinned: over budget for now */
         struct sl_mpage *mp = e.handle;
         table_remove(mem, mp);
         if (mp->refs == 0) page_free(mem, mp);
     }
+}
+
+bool sl__mem_loading_take(struct sl_mem *mem, uint64_t len)
+{
+    mem->loading += len;
+    evict_to_fit(mem);
+    if (mem->bytes + mem->loading <= mem->capacity) return true;
+    mem->loading -= len;
+    return false;
+}
+
+void sl__mem_loading_done(struct sl_mem *mem, uint64_t len)
+{
+    mem->loading -= len;
 }
 
 void sl__mem_set_ready(struct sl_mem *mem, struct sl_mpage *mp, uint8_t *data, size_t len,

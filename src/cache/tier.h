@@ -53,6 +53,7 @@ struct sl_mem {
         uint64_t bytes, count;
     } q[SL_Q__COUNT];
     uint64_t bytes;    /* charge of READY pages in the table */
+    uint64_t loading;  /* buffers of read-ahead runs being fetched: inside the budget too */
     uint64_t capacity; /* cache.memory */
     uint64_t seq;
     struct {
@@ -82,6 +83,12 @@ uint8_t *sl__mem_buf_alloc(struct sl_mem *mem, size_t len);
 void sl__mem_buf_free(struct sl_mem *mem, uint8_t *buf, size_t len);
 /* The rest are called with mem->lock held. */
 struct sl_mpage *sl__mem_find(struct sl_mem *mem, const uint8_t key[SL_PAGE_KEY_LEN], uint64_t hash);
+/* Takes len bytes of the budget for a read-ahead's buffers, evicting READY pages to make room
+ * (lock held); false if they cannot all fit: read-ahead is what gives way, a reader's own
+ * fetch never does. Given back with sl__mem_loading_done(). */
+bool sl__mem_loading_take(struct sl_mem *mem, uint64_t len);
+void sl__mem_loading_done(struct sl_mem *mem, uint64_t len);
+
 struct sl_mpage *sl__mem_insert_loading(struct sl_mem *mem, const uint8_t key[SL_PAGE_KEY_LEN],
                                         uint64_t hash);
 void sl__mem_set_ready(struct sl_mem *mem, struct sl_mpage *mp, uint8_t *data, size_t len,

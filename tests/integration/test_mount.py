@@ -7,6 +7,7 @@ import os
 import random
 import signal
 import subprocess
+import threading
 
 from harness import (MiB, PAGE, RemoteCase, SluiceCase, main, mount_pid, random_bytes,
                      read_file, sha256_file, wait_gone)
@@ -14,6 +15,15 @@ from harness import (MiB, PAGE, RemoteCase, SluiceCase, main, mount_pid, random_
 
 def run(*argv, cwd=None):
     return subprocess.run(argv, capture_output=True, timeout=600, cwd=cwd)
+
+
+def proc_kib(pid, field):
+    """A /proc/PID/status figure in KiB (VmRSS, VmHWM)."""
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith(field + ":"):
+                return int(line.split()[1])
+    raise KeyError(field)
 
 
 def make_tree(root, files=1000, seed=1):
@@ -219,6 +229,51 @@ class LocalMountTest(MountCase):
         self.assertIn(b"MOUNTPOINT", r.stderr)
         self.assertIn(b"Usage: sluice mount", self.sluice("mount", "--help").stdout)
         self.assertIn(b"Usage: sluice umount", self.sluice("umount", "--help").stdout)
+
+
+class ManyReadersTest(MountCase):
+
+    def test_thousand_readers_stay_inside_the_memory_budget(self):
+        # 1,000 files of 2 pages, all opened, then read at once by 1,000 threads: every
+        # stream wants read-ahead, and the budget (cache.memory) is 32 MiB.
+        SIZE = MiB + 4096
+        names = [f"f{i:04d}.bin" for i in range(1000)]
+        for n in names:
+            self.make_file(n, SIZE, seed=n)
+        self.config = self.write_config(memory="32MiB")
+        mnt = self.mount()
+        pid = mount_pid(mnt)
+        base = proc_kib(pid, "VmRSS")
+        fds = [os.open(os.path.join(mnt, "data", n), os.O_RDONLY) for n in names]
+        go = threading.Barrier(len(fds))
+        bad = []
+
+        def reader(fd, name):
+            go.wait()
+            chunks = []
+            while True:
+                b = os.read(fd, 128 << 10)
+                if not b:
+                    break
+                chunks.append(b)
+            if b"".join(chunks) != random_bytes(SIZE, name):
+                bad.append(name)
+
+        threads = [threading.Thread(target=reader, args=(fd, n)) for fd, n in zip(fds, names)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        for fd in fds:
+            os.close(fd)
+        self.assertEqual(bad, [])
+        peak = proc_kib(pid, "VmHWM")
+        grown = (peak - base) / 1024
+        print(f"daemon memory: {base / 1024:.0f} MiB at start, {peak / 1024:.0f} MiB at peak")
+        if "ASAN_OPTIONS" not in os.environ:  # a sanitizer's own memory says nothing here
+            # The budget, plus what does not grow with the number of files: the request
+            # threads (64 at most, each with its buffers) and the index's pages.
+            self.assertLess(grown, 32 + 24, f"grew by {grown:.0f} MiB with 1,000 readers")
 
 
 class LocalWriteTest(MountCase):
