@@ -27,6 +27,8 @@
 /* Runs in flight per stream: enough to fill a link whose latency a run's transfer time covers
  * several times over (8 MiB at 200 MB/s: 42 ms against 20 ms). */
 #define RA_INFLIGHT 4U
+/* Files of at most this many pages are fetched whole at open. */
+#define SMALL_PAGES 2U
 /* How far out of order a stream's reads may arrive and still be the stream (see read_ahead). */
 #define RA_SLACK (1U << 20)
 
@@ -35,6 +37,8 @@ struct ra_task {
     struct sl_pin *pin;
     struct sl_prefetch pf;
 };
+
+static bool submit_run(struct sl_file *f, struct sl_pin *pin, uint64_t first, unsigned count);
 
 /* Ends a stream's read-ahead (f->lock held); runs in flight finish on their own. */
 static void stream_reset(struct sl_file *f)
@@ -98,7 +102,7 @@ static struct sl_pin *make_pin(struct sl_file *f, const sl_stat_t *st)
     return p;
 }
 
-int sl__file_open(struct sl *sl, const char *path, struct sl_file **out)
+int sl__file_open(struct sl *sl, const char *path, bool whole_small, struct sl_file **out)
 {
     struct sl_file *f = calloc(1, sizeof(*f));
     int rc;
@@ -121,6 +125,16 @@ int sl__file_open(struct sl *sl, const char *path, struct sl_file **out)
     if (!(f->pin = make_pin(f, &f->st))) {
         rc = -ENOMEM;
         goto fail;
+    }
+    /* A small file is fetched whole, in one request, as soon as it is opened: its reader will
+     * read all of it (a JPEG, a shard of a few MiB), and the request is under way before the
+     * first read arrives. A random reader of it costs at most SMALL_PAGES pages. */
+    uint64_t ps = sl__cache_page_size(sl->cache);
+    if (whole_small && f->st.size > 0 && f->st.size <= SMALL_PAGES * ps) {
+        pthread_mutex_lock(&f->lock);
+        f->ra_next = (f->st.size + ps - 1) / ps;
+        submit_run(f, f->pin, 0, (unsigned)f->ra_next);
+        pthread_mutex_unlock(&f->lock);
     }
     *out = f;
     return 0;
@@ -197,6 +211,30 @@ static int ra_run(void *arg)
     return 0; /* a failed read-ahead is retried, and reported, by the reader */
 }
 
+/* Claims pages [first, first + count) of pin's version and has the pool fetch them (f->lock
+ * held). False if no task could be made: the pages the claim left are the reader's to fetch. */
+static bool submit_run(struct sl_file *f, struct sl_pin *pin, uint64_t first, unsigned count)
+{
+    struct ra_task *t = malloc(sizeof(*t));
+    if (!t) return false;
+    if (!sl__cache_claim(f->sl->cache, &pin->obj, first, count, &t->pf)) {
+        free(t); /* every page is cached or on its way */
+        return true;
+    }
+    t->f = f;
+    t->pin = pin;
+    sl__file_ref(f);
+    sl__pin_ref(pin);
+    if (sl__pool_submit(f->sl->pool, &f->ra, ra_run, t) < 0) {
+        /* Claimed: it must be fetched, here if no thread can take it. */
+        sl__cache_prefetch(f->sl->cache, &pin->obj, &t->pf);
+        ra_task_free(t);
+        return false;
+    }
+    f->ra_inflight++;
+    return true;
+}
+
 /* The read-ahead window's largest size, in pages: room for RA_INFLIGHT runs in flight and as
  * many fetched and waiting for the reader, within a quarter of cache.memory. */
 static unsigned window_max(struct sl_file *f)
@@ -226,25 +264,10 @@ static void pump(struct sl_file *f, struct sl_pin *pin, uint64_t need)
         unsigned run = (unsigned)SL_MIN((uint64_t)run_max, 2ULL * (f->ra_runs + 1));
         unsigned count = (unsigned)SL_MIN((uint64_t)run, f->ra_end - f->ra_next);
         if (f->ra_next + count > f->ra_until) break; /* whole runs: wait for the reader */
-        struct ra_task *t = malloc(sizeof(*t));
-        if (!t) break;
+        uint64_t first = f->ra_next;
         f->ra_next += count;
         f->ra_runs++;
-        if (!sl__cache_claim(f->sl->cache, &pin->obj, f->ra_next - count, count, &t->pf)) {
-            free(t);
-            continue;
-        }
-        t->f = f;
-        t->pin = pin;
-        sl__file_ref(f);
-        sl__pin_ref(pin);
-        if (sl__pool_submit(f->sl->pool, &f->ra, ra_run, t) < 0) {
-            /* Claimed: it must be fetched, here if no thread can take it. */
-            sl__cache_prefetch(f->sl->cache, &pin->obj, &t->pf);
-            ra_task_free(t);
-            break;
-        }
-        f->ra_inflight++;
+        if (!submit_run(f, pin, first, count)) break;
     }
 }
 
@@ -355,7 +378,7 @@ int sl_file_pread(sl_file_t *f, void *buf, size_t len, uint64_t off, size_t *nre
 int sl_file_open(sl_t *sl, const char *path, sl_file_t **out)
 {
     sl__err_clear();
-    return sl__file_open(sl, path, out);
+    return sl__file_open(sl, path, true, out);
 }
 
 int sl_file_advise(sl_file_t *f, uint64_t off, uint64_t len, enum sl_advice advice)
