@@ -1,0 +1,189 @@
+#!/bin/bash
+# bench/mount-s3.sh - sluice's FUSE mount against the FUSE peers on one S3 store, in one run:
+# `rclone mount --vfs-cache-mode full` and `s3fs -o use_cache`, all three over s3rver behind
+# the throttle (tests/tools/throttle.js: a store "in another region"). Each tool mounts with
+# its defaults and its own cache; cold rows start from an empty cache and a fresh mount, hot
+# rows read again what the tool has cached. Ratios are against the fastest peer.
+#
+#   ./bench/mount-s3.sh build/sluice
+#   SMALL_RUNS=1 ./bench/mount-s3.sh build/sluice     # one cold run of the small objects
+#   BIG=256M SMALL_COUNT=1000 LIST_KEYS=5000 RUNS=1 ./bench/mount-s3.sh build/sluice   # quick
+#
+# Rows:
+#   1. cold sequential read of a BIG object (cat), and hot
+#   2. hot random preads of it: 20,000 of 4 KiB, 5,000 of 128 KiB (seeded offsets, one open)
+#   3. SMALL_COUNT objects of 100 KiB read by 32 readers (find | xargs -P 32 cat), cold and hot
+#   4. ls -lR of LIST_KEYS keys in 100 directories, hot (the second listing)
+# All tools use the store's own key pair (S3RVER): s3fs cannot take a secret with spaces.
+set -euo pipefail
+
+SLUICE=$(realpath "${1:-build/sluice}")
+HERE=$(cd "$(dirname "$0")" && pwd)
+TOOLS="$HERE/../tests/tools"
+LATENCY_MS=${LATENCY_MS:-20}
+BANDWIDTH=${BANDWIDTH:-200MB}
+CONCURRENCY=${CONCURRENCY:-64}
+RUNS=${RUNS:-3}
+SMALL_RUNS=${SMALL_RUNS:-$RUNS}   # the cold small-object row takes minutes a run for the peers
+BIG=${BIG:-1G}
+SMALL_COUNT=${SMALL_COUNT:-10000}
+LIST_KEYS=${LIST_KEYS:-100000}
+
+for tool in node rclone s3fs; do
+    command -v "$tool" >/dev/null || { echo "bench: $tool is missing (./scripts/deps.sh --bench)" >&2; exit 1; }
+done
+[ -d "$TOOLS/node_modules" ] || { echo "bench: run 'make deps' first (npm packages)" >&2; exit 1; }
+
+WORK=$(mktemp -d "${BENCH_TMPDIR:-/tmp}/sluice-bench-mount-s3.XXXXXX")
+PIDS=()
+cleanup() {
+    for m in "$WORK"/mnt-*; do umount "$m" 2>/dev/null || umount -l "$m" 2>/dev/null || true; done
+    for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
+    grep -q " $WORK/mnt-" /proc/self/mounts && { echo "bench: mounts left in $WORK" >&2; return; }
+    rm -rf "$WORK"
+}
+trap cleanup EXIT
+
+unset AWS_CA_BUNDLE AWS_PROFILE AWS_ENDPOINT_URL
+export AWS_ACCESS_KEY_ID=S3RVER AWS_SECRET_ACCESS_KEY=S3RVER AWS_DEFAULT_REGION=us-east-1
+export AWS_EC2_METADATA_DISABLED=true HOME="$WORK/home"
+mkdir -p "$HOME"
+
+start() { # start NAME ARGS...: runs a server, waits for its "PORT n", sets PORT
+    local name=$1; shift
+    "$@" > "$WORK/$name.port" 2> "$WORK/$name.err" &
+    PIDS+=($!)
+    for _ in $(seq 100); do
+        PORT=$(awk '/^PORT/{print $2}' "$WORK/$name.port" 2>/dev/null)
+        [ -n "$PORT" ] && return 0
+        sleep 0.1
+    done
+    echo "bench: $name did not start: $(cat "$WORK/$name.err")" >&2; exit 1
+}
+
+echo "seeding (BIG=$BIG, $SMALL_COUNT x 100 KiB, $LIST_KEYS keys)..." >&2
+mkdir -p "$WORK/s3rver/bench"
+/usr/bin/python3 - "$WORK/s3rver/bench" "$BIG" "$SMALL_COUNT" "$LIST_KEYS" <<'EOF'
+import hashlib, json, os, sys
+root, big, small_count, list_keys = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4])
+units = {"K": 1 << 10, "M": 1 << 20, "G": 1 << 30}
+big = int(big[:-1]) * units[big[-1]] if big[-1] in units else int(big)
+def put(key, chunks):  # s3rver's on-disk format, as remote.sh writes it
+    path = os.path.join(root, key + "._S3rver_object")
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    md5 = hashlib.md5()
+    with open(path, "wb") as f:
+        for c in chunks:
+            md5.update(c); f.write(c)
+    with open(path + ".md5", "w") as f: f.write(md5.hexdigest())
+    with open(os.path.join(root, key + "._S3rver_metadata.json"), "w") as f:
+        json.dump({"content-type": "application/octet-stream"}, f)
+put("big/object.bin", (os.urandom(min(1 << 22, big - i)) for i in range(0, big, 1 << 22)))
+for i in range(small_count):
+    put(f"small/{i // 1000:03d}/img{i:06d}.jpg", [os.urandom(100 << 10)])
+for i in range(list_keys):
+    put(f"list/d{i % 100:03d}/k{i:07d}", [b""])
+EOF
+sync
+start s3 node --openssl-legacy-provider "$TOOLS/s3front.js" --dir "$WORK/s3rver"; S3_PORT=$PORT
+start throttle node "$TOOLS/throttle.js" --upstream "http://127.0.0.1:$S3_PORT" \
+    --latency-ms "$LATENCY_MS" --bandwidth "$BANDWIDTH" --concurrency "$CONCURRENCY"
+EP="http://127.0.0.1:$PORT"
+BIG_BYTES=$(stat -c %s "$WORK/s3rver/bench/big/object.bin._S3rver_object")
+BIG_SHA=$(sha256sum < "$WORK/s3rver/bench/big/object.bin._S3rver_object")
+
+cat > "$WORK/preads.py" <<'EOF'
+import os, random, sys, time
+path, size, count = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
+fd = os.open(path, os.O_RDONLY)
+end = os.fstat(fd).st_size - size
+rng = random.Random(42)
+offs = [rng.randrange(end) // 4096 * 4096 for _ in range(count)]
+t = time.monotonic()
+for o in offs:
+    os.pread(fd, size, o)
+print(time.monotonic() - t)
+EOF
+cat > "$WORK/sluice.yaml" <<EOF
+cache:
+  dir: $WORK/cache-sluice
+  size: 8GiB
+  memory: 1GiB
+mounts:
+  /s3:
+    uri: s3://bench
+    endpoint: $EP
+EOF
+echo "S3RVER:S3RVER" > "$WORK/s3fs.pass"; chmod 600 "$WORK/s3fs.pass"
+export RCLONE_CONFIG_B_TYPE=s3 RCLONE_CONFIG_B_PROVIDER=Other RCLONE_CONFIG_B_ENDPOINT=$EP \
+    RCLONE_CONFIG_B_ACCESS_KEY_ID=S3RVER RCLONE_CONFIG_B_SECRET_ACCESS_KEY=S3RVER \
+    RCLONE_CONFIG_B_REGION=us-east-1 RCLONE_CONFIG_B_FORCE_PATH_STYLE=true
+
+# mount TOOL: a fresh mount with an empty cache; sets ROOT to where the bucket's keys are.
+mount_tool() {
+    local tool=$1 m=$WORK/mnt-$1
+    umount "$m" 2>/dev/null || true
+    rm -rf "$WORK/cache-$tool"; mkdir -p "$m"
+    case $tool in
+        sluice) "$SLUICE" -c "$WORK/sluice.yaml" mount "$m"; ROOT=$m/s3 ;;
+        rclone) rclone mount B:bench "$m" --vfs-cache-mode full --cache-dir "$WORK/cache-rclone" --daemon -q
+                ROOT=$m ;;
+        s3fs) s3fs bench "$m" -o passwd_file="$WORK/s3fs.pass" -o url="$EP" -o use_path_request_style \
+                -o endpoint=us-east-1 -o use_cache="$WORK/cache-s3fs"; ROOT=$m ;;
+    esac
+    for _ in $(seq 100); do [ -e "$ROOT/big" ] && return 0; sleep 0.1; done
+    echo "bench: $tool did not mount" >&2; exit 1
+}
+
+now() { date +%s.%N; }
+# timed CMD: seconds CMD took (or the number it printed).
+timed() {
+    local t0 out; t0=$(now)
+    out=$(eval "$1") || { echo "bench: failed: $1" >&2; exit 1; }
+    if [[ $out =~ ^[0-9.]+$ ]]; then echo "$out"; else awk -v a="$(now)" -v b="$t0" 'BEGIN {print a - b}'; fi
+}
+med() { printf '%s\n' "$@" | sort -g | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
+
+SMALL_READ="find \$ROOT/small -type f -print0 | xargs -0 -P 32 -n 50 cat > /dev/null"
+declare -A T
+for tool in sluice rclone s3fs; do
+    echo "$tool..." >&2
+    cold_seq=() cold_small=() hot_seq=() hot_small=() r4k=() r128k=() ls=()
+    for _ in $(seq "$RUNS"); do
+        mount_tool "$tool"; cold_seq+=("$(timed "cat $ROOT/big/object.bin > /dev/null")")
+    done
+    for _ in $(seq "$SMALL_RUNS"); do
+        mount_tool "$tool"; cold_small+=("$(timed "$SMALL_READ")")
+    done
+    mount_tool "$tool"
+    [ "$(sha256sum < "$ROOT/big/object.bin")" = "$BIG_SHA" ] || { echo "bench: $tool read wrong bytes" >&2; exit 1; }
+    eval "$SMALL_READ"
+    ls -lR "$ROOT/list" > /dev/null
+    for _ in $(seq "$RUNS"); do
+        hot_seq+=("$(timed "cat $ROOT/big/object.bin > /dev/null")")
+        r4k+=("$(timed "/usr/bin/python3 $WORK/preads.py $ROOT/big/object.bin 4096 20000")")
+        r128k+=("$(timed "/usr/bin/python3 $WORK/preads.py $ROOT/big/object.bin 131072 5000")")
+        hot_small+=("$(timed "$SMALL_READ")")
+        ls+=("$(timed "ls -lR $ROOT/list > /dev/null")")
+    done
+    T[$tool,cold_seq]=$(med "${cold_seq[@]}"); T[$tool,hot_seq]=$(med "${hot_seq[@]}")
+    T[$tool,r4k]=$(med "${r4k[@]}"); T[$tool,r128k]=$(med "${r128k[@]}")
+    T[$tool,cold_small]=$(med "${cold_small[@]}"); T[$tool,hot_small]=$(med "${hot_small[@]}")
+    T[$tool,ls]=$(med "${ls[@]}")
+    echo "  cold seq ${cold_seq[*]} | cold small ${cold_small[*]} | hot seq ${hot_seq[*]} | r4k ${r4k[*]} | r128k ${r128k[*]} | hot small ${hot_small[*]} | ls ${ls[*]}" >&2
+    umount "$WORK/mnt-$tool"
+done
+
+echo "Throttle: $LATENCY_MS ms per request, $BANDWIDTH/s, $CONCURRENCY at once; median of $RUNS runs ($SMALL_RUNS for the cold small objects)."
+echo
+echo "| workload | sluice | rclone mount | s3fs | sluice over the fastest peer |"
+echo "|---|---|---|---|---|"
+for row in "cold_seq|cold sequential read, $BIG" "hot_seq|hot sequential read, $BIG" \
+           "r4k|hot: 20,000 random 4 KiB preads" "r128k|hot: 5,000 random 128 KiB preads" \
+           "cold_small|cold: $SMALL_COUNT x 100 KiB, 32 readers" "hot_small|hot: $SMALL_COUNT x 100 KiB, 32 readers" \
+           "ls|hot: ls -lR of $LIST_KEYS keys"; do
+    k=${row%%|*}; name=${row#*|}
+    awk -v n="$name" -v s="${T[sluice,$k]}" -v r="${T[rclone,$k]}" -v f="${T[s3fs,$k]}" \
+        'BEGIN { best = r < f ? r : f; printf "| %s | %.2f s | %.2f s | %.2f s | **%.2fx** |\n", n, s, r, f, best / s }'
+done
+awk -v b="$BIG_BYTES" -v s="${T[sluice,cold_seq]}" 'BEGIN { printf "\nsluice cold sequential: %.0f MB/s\n", b / s / 1e6 }'
