@@ -165,6 +165,22 @@ SL_EXPORT int sl_file_open(sl_t *sl, const char *path, sl_file_t **out);
 /* Reads up to len bytes at off into buf; *nread < len only at the end of the file. */
 SL_EXPORT int sl_file_pread(sl_file_t *f, void *buf, size_t len, uint64_t off, size_t *nread);
 
+/* Bytes of a file as the cache holds them, without a copy: data is valid, and unchanged, until
+ * sl_unmap() gives the pages back (a front end hands them straight to the kernel). Extents
+ * outlive the handle they came from: the file may be closed first. */
+typedef struct sl_extent {
+    const void *data;
+    size_t len;
+    void *page; /* the cache's hold on the page */
+} sl_extent_t;
+
+/* What sl_file_pread() reads, as extents (one per cached page, at most max): *n extents
+ * holding *nread bytes, fewer than len only at the end of the file or when max extents did not
+ * cover it (then read on from off + *nread). Give them back with sl_unmap(). */
+SL_EXPORT int sl_file_map(sl_file_t *f, uint64_t off, size_t len, sl_extent_t *ext, int max,
+                          int *n, size_t *nread);
+SL_EXPORT void sl_unmap(sl_t *sl, sl_extent_t *ext, int n);
+
 enum sl_advice {
     SL_ADVISE_NORMAL = 0,     /* detect the pattern: read ahead while reads are sequential */
     SL_ADVISE_SEQUENTIAL = 1, /* [off, off+len) will be read in order, and nothing beyond */

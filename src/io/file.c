@@ -27,8 +27,6 @@
 /* Runs in flight per stream: enough to fill a link whose latency a run's transfer time covers
  * several times over (8 MiB at 200 MB/s: 42 ms against 20 ms). */
 #define RA_INFLIGHT 4U
-/* Files of at most this many pages are fetched whole at open. */
-#define SMALL_PAGES 2U
 /* How far out of order a stream's reads may arrive and still be the stream (see read_ahead). */
 #define RA_SLACK (1U << 20)
 
@@ -37,8 +35,6 @@ struct ra_task {
     struct sl_pin *pin;
     struct sl_prefetch pf;
 };
-
-static bool submit_run(struct sl_file *f, struct sl_pin *pin, uint64_t first, unsigned count);
 
 /* Ends a stream's read-ahead (f->lock held); runs in flight finish on their own. */
 static void stream_reset(struct sl_file *f)
@@ -102,7 +98,7 @@ static struct sl_pin *make_pin(struct sl_file *f, const sl_stat_t *st)
     return p;
 }
 
-int sl__file_open(struct sl *sl, const char *path, bool whole_small, struct sl_file **out)
+int sl__file_open(struct sl *sl, const char *path, struct sl_file **out)
 {
     struct sl_file *f = calloc(1, sizeof(*f));
     int rc;
@@ -125,16 +121,6 @@ int sl__file_open(struct sl *sl, const char *path, bool whole_small, struct sl_f
     if (!(f->pin = make_pin(f, &f->st))) {
         rc = -ENOMEM;
         goto fail;
-    }
-    /* A small file is fetched whole, in one request, as soon as it is opened: its reader will
-     * read all of it (a JPEG, a shard of a few MiB), and the request is under way before the
-     * first read arrives. A random reader of it costs at most SMALL_PAGES pages. */
-    uint64_t ps = sl__cache_page_size(sl->cache);
-    if (whole_small && f->st.size > 0 && f->st.size <= SMALL_PAGES * ps) {
-        pthread_mutex_lock(&f->lock);
-        f->ra_next = (f->st.size + ps - 1) / ps;
-        submit_run(f, f->pin, 0, (unsigned)f->ra_next);
-        pthread_mutex_unlock(&f->lock);
     }
     *out = f;
     return 0;
@@ -309,32 +295,62 @@ static bool read_ahead(struct sl_file *f, struct sl_pin *pin, uint64_t off, uint
     return true;
 }
 
-static int read_pages(struct sl_file *f, struct sl_pin *pin, void *buf, uint64_t off,
-                      uint64_t end, bool stream)
+void sl_unmap(sl_t *sl, sl_extent_t *ext, int n)
+{
+    for (int i = 0; i < n; i++) {
+        struct sl_page_ref ref = {.page = ext[i].page};
+        sl__cache_release(sl->cache, &ref);
+        ext[i].page = NULL;
+    }
+}
+
+/* Takes the pages that hold [off, end) of pin's version, one extent each (end was cut so that
+ * they fit); on failure, gives back what it took. */
+static int map_pages(struct sl_file *f, struct sl_pin *pin, uint64_t off, uint64_t end,
+                     bool stream, sl_extent_t *ext, int *n)
 {
     uint64_t ps = sl__cache_page_size(f->sl->cache);
-    char *out = buf;
 
+    *n = 0;
     for (uint64_t idx = off / ps; idx * ps < end; idx++) {
         struct sl_page_ref ref;
-        int rc = sl__cache_get(f->sl->cache, &pin->obj, idx, stream ? SL_GET_NO_RAM : 0, &ref);
-        if (rc < 0) return rc;
+        /* A stream lets a page go once it has read its last byte: readers of a mount take a
+         * 1 MiB page in 128 KiB reads, and dropping it at the first would read it from disk
+         * (and check it) eight times. */
+        uint64_t page_end = SL_MIN((idx + 1) * ps, pin->obj.size);
+        unsigned flags = stream && end >= page_end ? SL_GET_NO_RAM : 0;
+        int rc = sl__cache_get(f->sl->cache, &pin->obj, idx, flags, &ref);
+        if (rc < 0) {
+            sl_unmap(f->sl, ext, *n);
+            *n = 0;
+            return rc;
+        }
         uint64_t pstart = idx * ps;
         uint64_t from = SL_MAX(off, pstart), to = SL_MIN(end, pstart + ref.len);
-        memcpy(out, ref.data + (from - pstart), (size_t)(to - from));
-        out += to - from;
-        sl__cache_release(f->sl->cache, &ref);
+        ext[(*n)++] = (sl_extent_t){ref.data + (from - pstart), (size_t)(to - from), ref.page};
     }
     return 0;
 }
 
-int sl_file_pread(sl_file_t *f, void *buf, size_t len, uint64_t off, size_t *nread)
+/* [off, off + len) of the file, cut at its end and at max pages. */
+static uint64_t range_end(struct sl_file *f, const struct sl_pin *p, uint64_t off, size_t len,
+                          int max)
+{
+    uint64_t ps = sl__cache_page_size(f->sl->cache);
+    uint64_t end = len > p->obj.size - off ? p->obj.size : off + len;
+    return SL_MIN(end, (off / ps + (uint64_t)max) * ps);
+}
+
+int sl_file_map(sl_file_t *f, uint64_t off, size_t len, sl_extent_t *ext, int max, int *n,
+                size_t *nread)
 {
     int rc = 0;
     uint64_t end = 0;
 
     sl__err_clear();
+    *n = 0;
     *nread = 0;
+    if (max < 1) return SL_E_USAGE;
     pthread_mutex_lock(&f->lock);
     f->active++;
     struct sl_pin *p = f->pin;
@@ -342,18 +358,17 @@ int sl_file_pread(sl_file_t *f, void *buf, size_t len, uint64_t off, size_t *nre
     pthread_mutex_unlock(&f->lock);
 
     if (off < p->obj.size && len > 0) {
-        end = len > p->obj.size - off ? p->obj.size : off + len;
+        end = range_end(f, p, off, len, max);
         bool stream = read_ahead(f, p, off, end);
-        rc = read_pages(f, p, buf, off, end, stream);
+        rc = map_pages(f, p, off, end, stream, ext, n);
         if (rc == SL_E_CHANGED) {
             struct sl_pin *np;
             int again = repin(f, p, &np);
             if (again == 0) {
                 sl__pin_put(p);
                 p = np;
-                end = off >= p->obj.size ? off
-                      : len > p->obj.size - off ? p->obj.size : off + len;
-                rc = end > off ? read_pages(f, p, buf, off, end, stream) : 0;
+                end = off < p->obj.size ? range_end(f, p, off, len, max) : off;
+                rc = end > off ? map_pages(f, p, off, end, stream, ext, n) : 0;
             } else if (again != SL_E_CHANGED) {
                 rc = again;
             }
@@ -364,7 +379,7 @@ int sl_file_pread(sl_file_t *f, void *buf, size_t len, uint64_t off, size_t *nre
     f->active--;
     if (rc == 0 && end > off) f->served = true;
     pthread_mutex_unlock(&f->lock);
-    sl__pin_put(p);
+    sl__pin_put(p); /* the extents hold their pages; the pin may go */
     if (rc < 0) {
         if (rc == SL_E_CHANGED)
             return sl__err(rc, "%s: changed in the store while it was read; read it again for "
@@ -375,10 +390,34 @@ int sl_file_pread(sl_file_t *f, void *buf, size_t len, uint64_t off, size_t *nre
     return 0;
 }
 
+int sl_file_pread(sl_file_t *f, void *buf, size_t len, uint64_t off, size_t *nread)
+{
+    sl_extent_t ext[16];
+    char *out = buf;
+
+    *nread = 0;
+    while (len > 0) {
+        int n;
+        size_t got;
+        int rc = sl_file_map(f, off, len, ext, (int)SL_ARRAY_LEN(ext), &n, &got);
+        if (rc < 0) return rc;
+        for (int i = 0; i < n; i++) {
+            memcpy(out, ext[i].data, ext[i].len);
+            out += ext[i].len;
+        }
+        sl_unmap(f->sl, ext, n);
+        if (got == 0) break; /* the end of the file */
+        *nread += got;
+        off += got;
+        len -= got;
+    }
+    return 0;
+}
+
 int sl_file_open(sl_t *sl, const char *path, sl_file_t **out)
 {
     sl__err_clear();
-    return sl__file_open(sl, path, true, out);
+    return sl__file_open(sl, path, out);
 }
 
 int sl_file_advise(sl_file_t *f, uint64_t off, uint64_t len, enum sl_advice advice)

@@ -61,10 +61,7 @@ struct sl_pin *sl__file_pin(struct sl_file *f);
 void sl__pin_ref(struct sl_pin *p);
 void sl__pin_put(struct sl_pin *p);
 
-/* Opens path. whole_small: fetch a small file whole on the pool at once (what readers want);
- * the loader says false: it fetches pages on the pool itself, and a pool task waiting for a
- * page that a task queued behind it is to fetch would wait forever. */
-int sl__file_open(struct sl *sl, const char *path, bool whole_small, struct sl_file **out);
+int sl__file_open(struct sl *sl, const char *path, struct sl_file **out);
 /* Metadata of a namespace path or URI (directories of the namespace included). */
 int sl__path_stat(struct sl *sl, const char *path, sl_stat_t *st);
 /* Lists a directory of the namespace or a store (walk.c): what sl_list() does. */

@@ -90,7 +90,7 @@ int sl_load(sl_t *sl, const sl_load_item_t *items, size_t n, sl_progress_cb cb, 
 
     for (size_t i = 0; i < n && rc == 0; i++) {
         struct sl_file *f;
-        if ((rc = sl__file_open(sl, items[i].path, false, &f)) < 0) {
+        if ((rc = sl__file_open(sl, items[i].path, &f)) < 0) {
             atomic_store(&ctx.failed, i);
             break;
         }
