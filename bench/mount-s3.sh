@@ -36,6 +36,7 @@ done
 
 WORK=$(mktemp -d "${BENCH_TMPDIR:-/tmp}/sluice-bench-mount-s3.XXXXXX")
 PIDS=()
+. "$HERE/lib.sh"
 cleanup() {
     for m in "$WORK"/mnt-*; do umount "$m" 2>/dev/null || umount -l "$m" 2>/dev/null || true; done
     for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
@@ -49,41 +50,8 @@ export AWS_ACCESS_KEY_ID=S3RVER AWS_SECRET_ACCESS_KEY=S3RVER AWS_DEFAULT_REGION=
 export AWS_EC2_METADATA_DISABLED=true HOME="$WORK/home"
 mkdir -p "$HOME"
 
-start() { # start NAME ARGS...: runs a server, waits for its "PORT n", sets PORT
-    local name=$1; shift
-    "$@" > "$WORK/$name.port" 2> "$WORK/$name.err" &
-    PIDS+=($!)
-    for _ in $(seq 100); do
-        PORT=$(awk '/^PORT/{print $2}' "$WORK/$name.port" 2>/dev/null)
-        [ -n "$PORT" ] && return 0
-        sleep 0.1
-    done
-    echo "bench: $name did not start: $(cat "$WORK/$name.err")" >&2; exit 1
-}
-
 echo "seeding (BIG=$BIG, $SMALL_COUNT x 100 KiB, $LIST_KEYS keys)..." >&2
-mkdir -p "$WORK/s3rver/bench"
-/usr/bin/python3 - "$WORK/s3rver/bench" "$BIG" "$SMALL_COUNT" "$LIST_KEYS" <<'EOF'
-import hashlib, json, os, sys
-root, big, small_count, list_keys = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4])
-units = {"K": 1 << 10, "M": 1 << 20, "G": 1 << 30}
-big = int(big[:-1]) * units[big[-1]] if big[-1] in units else int(big)
-def put(key, chunks):  # s3rver's on-disk format, as remote.sh writes it
-    path = os.path.join(root, key + "._S3rver_object")
-    os.makedirs(os.path.dirname(path), exist_ok=True)
-    md5 = hashlib.md5()
-    with open(path, "wb") as f:
-        for c in chunks:
-            md5.update(c); f.write(c)
-    with open(path + ".md5", "w") as f: f.write(md5.hexdigest())
-    with open(os.path.join(root, key + "._S3rver_metadata.json"), "w") as f:
-        json.dump({"content-type": "application/octet-stream"}, f)
-put("big/object.bin", (os.urandom(min(1 << 22, big - i)) for i in range(0, big, 1 << 22)))
-for i in range(small_count):
-    put(f"small/{i // 1000:03d}/img{i:06d}.jpg", [os.urandom(100 << 10)])
-for i in range(list_keys):
-    put(f"list/d{i % 100:03d}/k{i:07d}", [b""])
-EOF
+seed_s3rver "$WORK/s3rver/bench" "$BIG" "$SMALL_COUNT" "$LIST_KEYS"
 sync
 start s3 node --openssl-legacy-provider "$TOOLS/s3front.js" --dir "$WORK/s3rver"; S3_PORT=$PORT
 start throttle node "$TOOLS/throttle.js" --upstream "http://127.0.0.1:$S3_PORT" \
@@ -92,18 +60,6 @@ EP="http://127.0.0.1:$PORT"
 BIG_BYTES=$(stat -c %s "$WORK/s3rver/bench/big/object.bin._S3rver_object")
 BIG_SHA=$(sha256sum < "$WORK/s3rver/bench/big/object.bin._S3rver_object")
 
-cat > "$WORK/preads.py" <<'EOF'
-import os, random, sys, time
-path, size, count = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
-fd = os.open(path, os.O_RDONLY)
-end = os.fstat(fd).st_size - size
-rng = random.Random(42)
-offs = [rng.randrange(end) // 4096 * 4096 for _ in range(count)]
-t = time.monotonic()
-for o in offs:
-    os.pread(fd, size, o)
-print(time.monotonic() - t)
-EOF
 cat > "$WORK/sluice.yaml" <<EOF
 cache:
   dir: $WORK/cache-sluice
@@ -135,7 +91,6 @@ mount_tool() {
     echo "bench: $tool did not mount" >&2; exit 1
 }
 
-now() { date +%s.%N; }
 # timed CMD: seconds CMD took (or the number it printed).
 timed() {
     local t0 out; t0=$(now)
@@ -161,8 +116,8 @@ for tool in sluice rclone s3fs; do
     ls -lR "$ROOT/list" > /dev/null
     for _ in $(seq "$RUNS"); do
         hot_seq+=("$(timed "cat $ROOT/big/object.bin > /dev/null")")
-        r4k+=("$(timed "/usr/bin/python3 $WORK/preads.py $ROOT/big/object.bin 4096 20000")")
-        r128k+=("$(timed "/usr/bin/python3 $WORK/preads.py $ROOT/big/object.bin 131072 5000")")
+        r4k+=("$(timed "/usr/bin/python3 $HERE/preads.py $ROOT/big/object.bin 4096 20000")")
+        r128k+=("$(timed "/usr/bin/python3 $HERE/preads.py $ROOT/big/object.bin 131072 5000")")
         hot_small+=("$(timed "$SMALL_READ")")
         ls+=("$(timed "ls -lR $ROOT/list > /dev/null")")
     done

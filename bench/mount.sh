@@ -29,6 +29,8 @@ EXAMPLES=/usr/share/doc/libfuse3-dev/examples
 
 WORK=$(mktemp -d "${BENCH_TMPDIR:-/tmp}/sluice-bench-mount.XXXXXX")
 MOUNTS=()
+PIDS=()
+. "$HERE/lib.sh"
 cleanup() {
     for m in "${MOUNTS[@]}"; do umount "$m" 2>/dev/null || umount -l "$m" 2>/dev/null || true; done
     # Never into a mount point still mounted: rm would delete through it.
@@ -61,20 +63,6 @@ for i in range(list_keys):
 EOF
 sync
 
-# Random preads at seeded offsets, timed inside the process (its start-up is not the file
-# system's); prints seconds.
-cat > "$WORK/preads.py" <<'EOF'
-import os, random, sys, time
-path, size, count = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
-fd = os.open(path, os.O_RDONLY)
-end = os.fstat(fd).st_size - size
-rng = random.Random(42)
-offs = [rng.randrange(end) // 4096 * 4096 for _ in range(count)]
-t = time.monotonic()
-for o in offs:
-    os.pread(fd, size, o)
-print(time.monotonic() - t)
-EOF
 
 P_MNT=$WORK/mnt-passthrough S_MNT=$WORK/mnt-sluice-immutable T_MNT=$WORK/mnt-sluice-ttl
 mkdir -p "$P_MNT" "$S_MNT" "$T_MNT"
@@ -96,7 +84,6 @@ done
 "$SLUICE" -c "$WORK/sluice-1.yaml" mount "$S_MNT"
 "$SLUICE" -c "$WORK/sluice60s.yaml" mount "$T_MNT"
 
-now() { date +%s.%N; }
 # median CMD: runs CMD RUNS times after one untimed pass (the hot caches); prints the median
 # seconds. A CMD that prints a number is timed by that number instead.
 median() {
@@ -121,8 +108,8 @@ for mode in pagecache passthrough immutable ttl; do
     esac
     echo "$mode..." >&2
     T[$mode,seq]=$(median "cat $root/big.bin > /dev/null")
-    T[$mode,r4k]=$(median "/usr/bin/python3 $WORK/preads.py $root/big.bin 4096 20000")
-    T[$mode,r128k]=$(median "/usr/bin/python3 $WORK/preads.py $root/big.bin 131072 5000")
+    T[$mode,r4k]=$(median "/usr/bin/python3 $HERE/preads.py $root/big.bin 4096 20000")
+    T[$mode,r128k]=$(median "/usr/bin/python3 $HERE/preads.py $root/big.bin 131072 5000")
     T[$mode,small]=$(median "find $root/small -type f -print0 | xargs -0 cat > /dev/null")
     if [ $mode = passthrough ] && [ "$LIST_KEYS" -ge "$(ulimit -n)" ]; then
         T[$mode,ls]=nan # it keeps a descriptor per inode: more entries than it may open

@@ -42,6 +42,7 @@ done
 
 WORK=$(mktemp -d "${BENCH_TMPDIR:-/tmp}/sluice-bench-remote.XXXXXX")
 PIDS=()
+. "$HERE/lib.sh"
 cleanup() { for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done; rm -rf "$WORK" "${CACHE_DIR:-}"; }
 trap cleanup EXIT
 
@@ -51,41 +52,8 @@ export AWS_ACCESS_KEY_ID=sluice-test-key AWS_SECRET_ACCESS_KEY='secret with spac
 export AWS_DEFAULT_REGION=us-east-1 AWS_EC2_METADATA_DISABLED=true AWS_PAGER=
 export HOME="$WORK/home"; mkdir -p "$HOME"
 
-start() { # start NAME ARGS...: runs a server, waits for its "PORT n", sets PORT
-    local name=$1; shift
-    "$@" > "$WORK/$name.port" 2> "$WORK/$name.err" &
-    PIDS+=($!)
-    for _ in $(seq 100); do
-        PORT=$(awk '/^PORT/{print $2}' "$WORK/$name.port" 2>/dev/null)
-        [ -n "$PORT" ] && return 0
-        sleep 0.1
-    done
-    echo "bench: $name did not start: $(cat "$WORK/$name.err")" >&2; exit 1
-}
-
 echo "seeding datasets (BIG=$BIG, $SMALL_COUNT x 100 KiB, $LIST_KEYS keys)..." >&2
-mkdir -p "$WORK/s3rver/bench"
-/usr/bin/python3 - "$WORK/s3rver/bench" "$BIG" "$SMALL_COUNT" "$LIST_KEYS" <<'EOF'
-import hashlib, json, os, sys
-root, big, small_count, list_keys = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4])
-units = {"K": 1 << 10, "M": 1 << 20, "G": 1 << 30}
-big = int(big[:-1]) * units[big[-1]] if big[-1] in units else int(big)
-def put(key, data_iter):
-    path = os.path.join(root, key + "._S3rver_object")
-    os.makedirs(os.path.dirname(path), exist_ok=True)
-    md5 = hashlib.md5()
-    with open(path, "wb") as f:
-        for chunk in data_iter:
-            md5.update(chunk); f.write(chunk)
-    with open(path + ".md5", "w") as f: f.write(md5.hexdigest())
-    with open(os.path.join(root, key + "._S3rver_metadata.json"), "w") as f:
-        json.dump({"content-type": "application/octet-stream"}, f)
-put("big/object.bin", (os.urandom(min(1 << 22, big - i)) for i in range(0, big, 1 << 22)))
-for i in range(small_count):
-    put(f"small/{i // 1000:03d}/img{i:06d}.jpg", [os.urandom(100 << 10)])
-for i in range(list_keys):
-    put(f"list/d{i % 100:03d}/k{i:07d}", [b""])
-EOF
+seed_s3rver "$WORK/s3rver/bench" "$BIG" "$SMALL_COUNT" "$LIST_KEYS"
 
 sync # the datasets are on disk before anything is timed
 start s3 node --openssl-legacy-provider "$TOOLS/s3front.js" --dir "$WORK/s3rver"; S3_PORT=$PORT
@@ -110,7 +78,6 @@ export RCLONE_CONFIG_B_TYPE=s3 RCLONE_CONFIG_B_PROVIDER=Other RCLONE_CONFIG_B_EN
     RCLONE_CONFIG_B_REGION=us-east-1 RCLONE_CONFIG_B_FORCE_PATH_STYLE=true
 S="$SLUICE -c $WORK/sluice.yaml -q"
 
-now() { date +%s.%N; }
 # median NAME SETUP CMD: runs SETUP then times CMD, RUNS times; prints the median seconds.
 median() {
     local setup=$2 cmd=$3 times=()

@@ -438,6 +438,7 @@ struct dir {
     uint64_t ring_first; /* listing number of ring[head] */
     uint64_t next;       /* offset of the next entry readdir hands out */
     bool done, stop, running;
+    double timeout;      /* the directory's own: its files' (a mount point below is a dir) */
     int err;
     pthread_t lister;
 };
@@ -525,7 +526,8 @@ static void op_opendir(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi
         err = ESTALE;
     } else if ((err = dir_start(d)) == 0) {
         fi->fh = (uintptr_t)d;
-        fi->cache_readdir = timeout_of(fs, d->path) >= DAY_S; /* immutable: the kernel keeps it */
+        d->timeout = timeout_of(fs, d->path);
+        fi->cache_readdir = d->timeout >= DAY_S; /* immutable: the kernel keeps it */
         if (fuse_reply_open(req, fi) == 0) return;
         err = 0; /* the kernel gave up on the open: nothing to reply */
     }
@@ -612,7 +614,9 @@ static void readdir_common(fuse_req_t req, size_t size, off_t off, struct fuse_f
                 pthread_mutex_lock(&d->lock);
                 if (e.ino) {
                     attr_of(fs, st, e.ino, &e.attr);
-                    e.attr_timeout = e.entry_timeout = timeout_of(fs, path);
+                    /* Only a directory can be another mount's point, with its own TTL. */
+                    e.attr_timeout = e.entry_timeout =
+                        st->type == SL_TYPE_DIR ? timeout_of(fs, path) : d->timeout;
                 }
                 free(path);
                 if (!e.ino) {

@@ -8,6 +8,7 @@ import random
 import signal
 import subprocess
 import threading
+import time
 
 from harness import (MiB, PAGE, RemoteCase, SluiceCase, main, mount_pid, random_bytes,
                      read_file, sha256_file, wait_gone)
@@ -56,7 +57,6 @@ class MountCase(SluiceCase):
     def settled_stats(self):
         """The cache's figures once the daemon's last counts are in (it adds them to the
         shared index four times a second)."""
-        import time
         last = self.stats()
         while True:
             time.sleep(0.6)
@@ -225,6 +225,11 @@ class LocalMountTest(MountCase):
         self.assertErrorNames(r, "already")
         r = self.sluice("umount", self.tmp, expect=1)
         self.assertErrorNames(r, "no sluice mount")
+        other = os.path.join(self.tmp, "other")
+        os.makedirs(other)
+        r = self.sluice("mount", "-o", "no_such_option", other, expect=1)
+        self.assertIn(b"no_such_option", r.stderr)
+        self.assertIsNone(mount_pid(other))
         r = self.sluice("mount", expect=2)
         self.assertIn(b"MOUNTPOINT", r.stderr)
         self.assertIn(b"Usage: sluice mount", self.sluice("mount", "--help").stdout)
@@ -414,6 +419,58 @@ class LocalWriteTest(MountCase):
         self.sluice("mount", mnt)
         self.assertFalse(os.path.exists(os.path.join(self.data, "half.bin")))
         self.assertEqual(os.listdir(os.path.join(self.cache, "journal")), [], "dropped")
+
+
+class EdgeTest(MountCase):
+
+    def test_full_journal_disk_is_enospc_for_the_writer(self):
+        small = os.path.join(self.tmp, "small-fs")
+        self.mount_tmpfs(small, "size=16m")
+        self.config = self.write_config(cache_dir=os.path.join(small, "cache"))
+        mnt = self.mount()
+        f = open(os.path.join(mnt, "data", "huge.bin"), "wb", buffering=0)
+        with self.assertRaises(OSError) as e:
+            for _ in range(32):
+                f.write(b"x" * MiB)
+        self.assertEqual(e.exception.errno, errno.ENOSPC)  # the writer hears it at once
+        try:
+            f.close()  # uploads what was written, if the full disk lets it be acknowledged
+        except OSError as closed:
+            self.assertEqual(closed.errno, errno.EIO)
+        # The kernel sends the release after close() has returned: the space comes back then.
+        journal = os.path.join(small, "cache", "journal")
+        for _ in range(100):
+            if not os.listdir(journal):
+                break
+            time.sleep(0.05)
+        self.assertEqual(os.listdir(journal), [], "the journal gave the space back")
+        # The mount goes on: a file that fits is written and lands in the store.
+        with open(os.path.join(mnt, "data", "ok.txt"), "wb") as f:
+            f.write(b"fits")
+        self.assertEqual(read_file(os.path.join(self.data, "ok.txt")), b"fits")
+
+    def test_object_changed_under_an_open_file_is_estale(self):
+        size = 64 * PAGE
+        data = self.make_file("c.bin", size)
+        second = random_bytes(size, "second version")
+        mnt = self.mount()
+        fd = os.open(os.path.join(mnt, "data", "c.bin"), os.O_RDONLY)
+        try:
+            self.assertEqual(os.pread(fd, 100, 2 * PAGE), data[2 * PAGE:2 * PAGE + 100])
+            path = os.path.join(self.data, "c.bin")
+            with open(path + ".new", "wb") as g:
+                g.write(second)
+            os.utime(path + ".new", (1, 1))
+            os.rename(path + ".new", path)
+            # A page of the old version that nobody fetched: never served as a mix of the two.
+            with self.assertRaises(OSError) as e:
+                os.pread(fd, 100, 60 * PAGE)
+            self.assertEqual(e.exception.errno, errno.ESTALE)
+        finally:
+            os.close(fd)
+        with open(os.path.join(mnt, "data", "c.bin"), "rb") as f:  # opened again: the new one
+            f.seek(60 * PAGE)
+            self.assertEqual(f.read(100), second[60 * PAGE:60 * PAGE + 100])
 
 
 class S3MountTest(RemoteCase):

@@ -212,17 +212,24 @@ static sl_cache_stats_t stats_after_close(struct fx *f, sl_file_t *h)
     return s;
 }
 
+/* sl over a fresh version v of the test file (size bytes), that file opened, counters zeroed. */
+static sl_file_t *open_counted(struct fx *f, uint64_t v, size_t size)
+{
+    sl_file_t *h;
+    write_version(f, v, size);
+    open_sl(f);
+    assert_int_equal(sl_file_open(f->sl, "/d/v.bin", &h), 0);
+    assert_int_equal(sl_cache_stats_reset(f->sl), 0);
+    return h;
+}
+
 /* A sequential reader costs the store one request per run of pages, not one per page, its own
  * first pages included; and every page is fetched once. */
 static void stream_fetches_runs_each_page_once(void **state)
 {
     struct fx *f = *state;
     enum { NPAGES = 256, SIZE = NPAGES * PAGE };
-    write_version(f, 7, SIZE);
-    open_sl(f);
-    sl_file_t *h;
-    assert_int_equal(sl_file_open(f->sl, "/d/v.bin", &h), 0);
-    assert_int_equal(sl_cache_stats_reset(f->sl), 0);
+    sl_file_t *h = open_counted(f, 7, SIZE);
     static uint8_t buf[3 * PAGE + 100]; /* reads that straddle pages */
     for (uint64_t off = 0; off < SIZE; off += sizeof(buf)) {
         size_t n;
@@ -244,11 +251,7 @@ static void small_file_is_one_request(void **state)
 {
     struct fx *f = *state;
     enum { SIZE = 2 * PAGE - 96 };
-    write_version(f, 5, SIZE);
-    open_sl(f);
-    sl_file_t *h;
-    assert_int_equal(sl_file_open(f->sl, "/d/v.bin", &h), 0);
-    assert_int_equal(sl_cache_stats_reset(f->sl), 0);
+    sl_file_t *h = open_counted(f, 5, SIZE);
     uint8_t buf[64];
     size_t n;
     assert_int_equal(sl_file_pread(h, buf, sizeof(buf), 0, &n), 0);
@@ -266,11 +269,7 @@ static void random_reads_fetch_only_their_pages(void **state)
 {
     struct fx *f = *state;
     enum { NPAGES = 256, SIZE = NPAGES * PAGE };
-    write_version(f, 9, SIZE);
-    open_sl(f);
-    sl_file_t *h;
-    assert_int_equal(sl_file_open(f->sl, "/d/v.bin", &h), 0);
-    assert_int_equal(sl_cache_stats_reset(f->sl), 0);
+    sl_file_t *h = open_counted(f, 9, SIZE);
     static const unsigned pages[] = {200, 3, 77, 78, 150, 9, 251, 40};
     uint8_t buf[PAGE / 2];
     for (size_t i = 0; i < sizeof(pages) / sizeof(pages[0]); i++) {

@@ -1,0 +1,47 @@
+# bench/lib.sh - what the benchmark scripts share. Source it after setting WORK (the run's temp
+# folder) and PIDS=() (servers to stop on exit).
+
+now() { date +%s.%N; }
+
+# start NAME ARGS...: runs a server that prints "PORT n" once it listens; sets PORT.
+start() {
+    local name=$1; shift
+    "$@" > "$WORK/$name.port" 2> "$WORK/$name.err" &
+    PIDS+=($!)
+    for _ in $(seq 100); do
+        PORT=$(awk '/^PORT/{print $2}' "$WORK/$name.port" 2>/dev/null)
+        [ -n "$PORT" ] && return 0
+        sleep 0.1
+    done
+    echo "bench: $name did not start: $(cat "$WORK/$name.err")" >&2; exit 1
+}
+
+# seed_s3rver DIR BIG SMALL_COUNT LIST_KEYS: the benchmarks' bucket, written straight into
+# s3rver's on-disk format (what s3rver itself writes for a PutObject: KEY._S3rver_object, its
+# .md5 and metadata), which takes seconds where uploading 100,000 keys would take minutes:
+# big/object.bin (BIG bytes), small/NNN/imgNNNNNN.jpg (SMALL_COUNT x 100 KiB), and
+# list/dNNN/kNNNNNNN (LIST_KEYS empty keys in 100 directories).
+seed_s3rver() {
+    mkdir -p "$1"
+    /usr/bin/python3 - "$@" <<'PY'
+import hashlib, json, os, sys
+root, big, small_count, list_keys = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4])
+units = {"K": 1 << 10, "M": 1 << 20, "G": 1 << 30}
+big = int(big[:-1]) * units[big[-1]] if big[-1] in units else int(big)
+def put(key, chunks):
+    path = os.path.join(root, key + "._S3rver_object")
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    md5 = hashlib.md5()
+    with open(path, "wb") as f:
+        for c in chunks:
+            md5.update(c); f.write(c)
+    with open(path + ".md5", "w") as f: f.write(md5.hexdigest())
+    with open(os.path.join(root, key + "._S3rver_metadata.json"), "w") as f:
+        json.dump({"content-type": "application/octet-stream"}, f)
+put("big/object.bin", (os.urandom(min(1 << 22, big - i)) for i in range(0, big, 1 << 22)))
+for i in range(small_count):
+    put(f"small/{i // 1000:03d}/img{i:06d}.jpg", [os.urandom(100 << 10)])
+for i in range(list_keys):
+    put(f"list/d{i % 100:03d}/k{i:07d}", [b""])
+PY
+}
