@@ -165,13 +165,17 @@ SL_EXPORT int sl_file_open(sl_t *sl, const char *path, sl_file_t **out);
 /* Reads up to len bytes at off into buf; *nread < len only at the end of the file. */
 SL_EXPORT int sl_file_pread(sl_file_t *f, void *buf, size_t len, uint64_t off, size_t *nread);
 
-/* Bytes of a file as the cache holds them, without a copy: data is valid, and unchanged, until
- * sl_unmap() gives the pages back (a front end hands them straight to the kernel). Extents
- * outlive the handle they came from: the file may be closed first. */
+/* Bytes of a file as the cache holds them, without a copy: in RAM (data), or where a page on
+ * the cache disk holds them (data NULL: len bytes at fd_off in fd, a descriptor to read with
+ * pread or hand to the kernel, which can splice from it). Either stays valid, and unchanged,
+ * until sl_unmap() gives the pages back (a front end hands them straight to the kernel).
+ * Extents outlive the handle they came from: the file may be closed first. */
 typedef struct sl_extent {
     const void *data;
     size_t len;
-    void *page; /* the cache's hold on the page */
+    int fd;          /* -1 when data is set */
+    uint64_t fd_off;
+    void *page;      /* the cache's hold on the page */
 } sl_extent_t;
 
 /* What sl_file_pread() reads, as extents (one per cached page, at most max): *n extents

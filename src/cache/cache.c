@@ -23,6 +23,7 @@
  */
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 #include <xxhash.h>
 
 #include "cache/cache.h"
@@ -277,11 +278,30 @@ int sl__cache_get(struct sl_cache *c, const struct sl_object *o, uint64_t index,
     size_t len = (size_t)SL_MIN((uint64_t)c->page_size, o->size - off);
     make_key(o, index, key);
     uint64_t hash = XXH3_64bits(key, sizeof(key));
+    ref->fd = -1;
 
-    bool retried = false;
+    bool retried = false, try_fd = (flags & SL_GET_FD) && c->disk;
     pthread_mutex_lock(&c->mem.lock);
 again:
     mp = sl__mem_find(&c->mem, key, hash);
+    if (!mp && try_fd) {
+        /* On disk, not in RAM: the reader's file system can read just what it needs from the
+         * page file, with no copy of the page in RAM. */
+        try_fd = false;
+        pthread_mutex_unlock(&c->mem.lock);
+        if (sl__disk_hold(c->disk, key, len, &ref->fd, &ref->fd_off) == 0) {
+            if (!(flags & SL_GET_PREFETCH)) {
+                sl__count(c->ctr, SL_CTR_HITS, 1);
+                note_disk_hit(c, key);
+            }
+            ref->page = NULL;
+            ref->data = NULL;
+            ref->len = len;
+            return 0;
+        }
+        pthread_mutex_lock(&c->mem.lock);
+        goto again;
+    }
     if (mp) {
         mp->refs++;
         while (mp->state == SL_MP_LOADING) pthread_cond_wait(&c->mem.changed, &c->mem.lock);
@@ -449,6 +469,8 @@ void sl__cache_prefetch(struct sl_cache *c, const struct sl_object *o, struct sl
 
 void sl__cache_release(struct sl_cache *c, struct sl_page_ref *ref)
 {
+    if (ref->fd >= 0) close(ref->fd); /* and with it the hold on the page */
+    ref->fd = -1;
     if (!ref->page) return;
     pthread_mutex_lock(&c->mem.lock);
     sl__mem_unref(&c->mem, ref->page);

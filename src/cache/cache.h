@@ -26,16 +26,21 @@ void sl__object_ids(struct sl_object *o, const char *object_id, uint32_t page_si
 
 struct sl_cache;
 
-/* A page held by a reader: data stays valid and unchanged until sl__cache_release(). */
+/* A page held by a reader: data stays valid and unchanged until sl__cache_release(). A page
+ * got with SL_GET_FD may come as a descriptor instead (data NULL): its bytes are at fd_off in
+ * fd, which nobody changes until the release closes it. */
 struct sl_page_ref {
     void *page;
     const uint8_t *data;
     size_t len;
+    int fd; /* -1 unless data is NULL */
+    uint64_t fd_off;
 };
 
 enum sl_get_flags {
     SL_GET_PREFETCH = 1, /* a read-ahead or warm-up, not a reader's access: counts no hit */
     SL_GET_NO_RAM = 2,   /* do not keep the page in RAM once released (streamed, or warming disk) */
+    SL_GET_FD = 4,       /* a page on disk and not in RAM may come as its page file's descriptor */
 };
 
 /* Opens the cache of cfg: the RAM tier always, the disk tier in cfg->cache_dir when it can be

@@ -37,8 +37,19 @@
  * Evicted files are unlinked inside the evicting transaction, before it commits: a kill there
  * leaves an index record without a file (read as a miss and dropped), never a file without one.
  *
- * Integrity: each record holds the XXH3-64 of the page. Every read from disk is verified; a
- * mismatch is counted (checksum_failures), the page dropped, and the caller fetches it again.
+ * Integrity: each record holds the XXH3-64 of the page. A read of a whole page from disk is
+ * verified; a mismatch is counted (checksum_failures), the page dropped, and the caller fetches
+ * it again. The checksum is there for what a crash or a bad disk leaves behind, so a page needs
+ * checking once per process: pages this process wrote or checked are remembered (by file and
+ * offset: file numbers are never reused), and only those are served by descriptor.
+ *
+ * Serving by descriptor (sl__disk_hold): the reader's file system is handed the page file and
+ * reads just the bytes it needs (4 KiB of a 1 MiB page, not the page). Nothing may punch the
+ * page out while it does: a reader holds a shared flock on the page file, taken before it
+ * checks that the record still points there; whoever punches a hole takes the exclusive lock
+ * (without waiting, for an eviction: a page being read is not a victim) and keeps it until
+ * its transaction has committed, so a reader who got the lock later finds the record gone.
+ * Removing a file's last page unlinks the file, which open descriptors survive.
  */
 #include <dirent.h>
 #include <fcntl.h>
@@ -48,6 +59,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <time.h>
 #include <unistd.h>
 #include <xxhash.h>
 
@@ -84,6 +96,11 @@ struct sl_disk {
     _Atomic bool direct_ok;               /* the file system takes O_DIRECT writes */
     bool punch_ok;                        /* ...and punches holes: runs share a file */
     struct sl_counters *ctr;
+
+    /* Pages known good in this process: a set of hash(file, off), open addressing, 0 free. */
+    pthread_mutex_t checked_lock;
+    uint64_t *checked;
+    size_t checked_mask, checked_count;
 };
 
 /* Space to give back when a transaction commits: a file to remove (len 0) or a page's hole to
@@ -91,6 +108,13 @@ struct sl_disk {
 struct doomed {
     char *path;
     uint64_t off, len;
+    int fd; /* a hole: its file, locked exclusively (-1: readers hold it; left unpunched) */
+};
+
+/* A page file locked exclusively by a transaction that punches holes in it. */
+struct file_lock {
+    uint64_t file;
+    int fd; /* -1: could not be locked */
 };
 
 /* A write transaction, as the eviction backend's context. The space of pages it removes is
@@ -101,6 +125,8 @@ struct dtx {
     MDB_txn *txn;
     struct doomed *doomed;
     size_t ndoomed, cap;
+    struct file_lock *locks;
+    size_t nlocks, locks_cap;
     struct sl_evict_backend be;
 };
 
@@ -392,8 +418,46 @@ static int dtx_begin(struct sl_disk *d, struct dtx *t)
     return sl__db_begin(d->db, true, &t->txn);
 }
 
-/* Marks page file `file` to remove at commit (len 0), or [off, off + len) of it to punch. */
-static int doom(struct dtx *t, uint64_t file, uint64_t off, uint64_t len)
+/* The page file `file`, locked exclusively for this transaction (once per file: two opens of
+ * one file in one process are two flock holders). A reader holds a shared lock for as long as
+ * it reads a page by descriptor, which is short: `wait` retries for up to LOCK_WAIT_MS, else
+ * a busy file is -EBUSY at once. -ENOENT: the file is gone (nothing to punch). */
+#define LOCK_WAIT_MS 100
+static int lock_file(struct dtx *t, uint64_t file, bool wait)
+{
+    for (size_t i = 0; i < t->nlocks; i++)
+        if (t->locks[i].file == file) return t->locks[i].fd >= 0 ? t->locks[i].fd : -EBUSY;
+    if (t->nlocks == t->locks_cap) {
+        size_t cap = t->locks_cap ? 2 * t->locks_cap : 8;
+        struct file_lock *n = realloc(t->locks, cap * sizeof(*n));
+        if (!n) return -ENOMEM;
+        t->locks = n;
+        t->locks_cap = cap;
+    }
+    char *path = sl__disk_file_path(t->d, file);
+    if (!path) return -ENOMEM;
+    int fd = open(path, O_WRONLY | O_CLOEXEC);
+    free(path);
+    if (fd < 0) return errno == ENOENT ? -ENOENT : -errno;
+    for (int tries = 0; flock(fd, LOCK_EX | LOCK_NB) < 0; tries++) {
+        if (errno == EINTR) continue;
+        if (errno != EWOULDBLOCK || !wait || tries >= LOCK_WAIT_MS) {
+            close(fd);
+            fd = -1;
+            break;
+        }
+        nanosleep(&(struct timespec){0, 1000000}, NULL);
+    }
+    /* A file that stays busy is remembered as such: a victim is skipped, a page removed for
+     * another reason keeps its bytes until the file goes (rare, and never wrong: its record
+     * is gone, so no reader can find it). */
+    t->locks[t->nlocks++] = (struct file_lock){file, fd};
+    return fd >= 0 ? fd : -EBUSY;
+}
+
+/* Marks page file `file` to remove at commit (len 0), or [off, off + len) of it to punch
+ * (fd: the file locked by lock_file, or -1 to leave the bytes). */
+static int doom(struct dtx *t, uint64_t file, uint64_t off, uint64_t len, int fd)
 {
     char *path = sl__disk_file_path(t->d, file);
     if (!path) return -ENOMEM;
@@ -407,16 +471,22 @@ static int doom(struct dtx *t, uint64_t file, uint64_t off, uint64_t len)
         t->doomed = n;
         t->cap = cap;
     }
-    t->doomed[t->ndoomed++] = (struct doomed){path, off, len};
+    t->doomed[t->ndoomed++] = (struct doomed){path, off, len, fd};
     return 0;
 }
 
+/* Forgets what was doomed and lets go of the files' locks. */
 static void dtx_forget(struct dtx *t)
 {
     for (size_t i = 0; i < t->ndoomed; i++) free(t->doomed[i].path);
     free(t->doomed);
     t->doomed = NULL;
     t->ndoomed = t->cap = 0;
+    for (size_t i = 0; i < t->nlocks; i++)
+        if (t->locks[i].fd >= 0) close(t->locks[i].fd);
+    free(t->locks);
+    t->locks = NULL;
+    t->nlocks = t->locks_cap = 0;
 }
 
 static void dtx_abort(struct dtx *t)
@@ -428,31 +498,38 @@ static void dtx_abort(struct dtx *t)
 /* Gives back the doomed space, then commits: the bytes are gone before the space they held is
  * counted free, so the hard limit holds at every instant. A commit that fails after that leaves
  * records without bytes, which readers treat as misses (a hole reads as zeros: a checksum
- * failure) and drop. */
+ * failure) and drop. The files' locks are let go after the commit: a reader waiting for one
+ * then finds the page's record gone. */
 static int dtx_commit(struct dtx *t)
 {
     for (size_t i = 0; i < t->ndoomed; i++) {
         struct doomed *x = &t->doomed[i];
-        if (!x->len) {
+        if (!x->len)
             unlink(x->path);
-            continue;
-        }
-        int fd = open(x->path, O_WRONLY | O_CLOEXEC);
-        if (fd < 0) continue;
-        fallocate(fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, (off_t)x->off, (off_t)x->len);
-        close(fd);
+        else if (x->fd >= 0)
+            fallocate(x->fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, (off_t)x->off,
+                      (off_t)x->len);
     }
+    int rc = sl__db_commit(t->txn);
     dtx_forget(t);
-    return sl__db_commit(t->txn);
+    return rc;
+}
+
+/* How many indexed pages page file `file` holds. */
+static uint64_t file_pages(struct dtx *t, uint64_t file)
+{
+    MDB_val k = {sizeof(file), &file}, v;
+    uint64_t n = 0;
+    if (mdb_get(t->txn, t->d->db->dbi[SL_DB_FILES], &k, &v) == 0 && v.mv_size == sizeof(n))
+        memcpy(&n, v.mv_data, sizeof(n));
+    return n;
 }
 
 /* Adds delta to the count of indexed pages of a page file; returns the new count. */
 static uint64_t file_count(struct dtx *t, uint64_t file, int64_t delta)
 {
     MDB_val k = {sizeof(file), &file}, v;
-    uint64_t n = 0;
-    if (mdb_get(t->txn, t->d->db->dbi[SL_DB_FILES], &k, &v) == 0 && v.mv_size == sizeof(n))
-        memcpy(&n, v.mv_data, sizeof(n));
+    uint64_t n = file_pages(t, file);
     n = delta < 0 && (uint64_t)-delta > n ? 0 : n + (uint64_t)delta;
     if (n == 0) {
         mdb_del(t->txn, t->d->db->dbi[SL_DB_FILES], &k, NULL);
@@ -463,17 +540,19 @@ static uint64_t file_count(struct dtx *t, uint64_t file, int64_t delta)
     return n;
 }
 
-static bool file_indexed(struct dtx *t, uint64_t file)
-{
-    MDB_val k = {sizeof(file), &file}, v;
-    return mdb_get(t->txn, t->d->db->dbi[SL_DB_FILES], &k, &v) == 0;
-}
-
 /* Removes a cached page: its record, its queue entry, its bytes; at commit its hole in its
- * file, or the file with its last page. */
+ * file, or the file with its last page. A victim of eviction that is being read by descriptor
+ * is not removed: -EBUSY. */
 static int remove_page(struct dtx *t, const uint8_t key[SL_PAGE_KEY_LEN],
-                       const struct sl_page_rec *rec)
+                       const struct sl_page_rec *rec, bool victim)
 {
+    int fd = -1;
+    bool last = file_pages(t, rec->file) <= 1;
+    if (!last) {
+        fd = lock_file(t, rec->file, !victim);
+        if (fd == -EBUSY && victim) return -EBUSY;
+        if (fd == -ENOMEM) return fd;
+    }
     MDB_val k = {SL_PAGE_KEY_LEN, (void *)key};
     int rc = sl__mdb_err(mdb_del(t->txn, t->d->db->dbi[SL_DB_PAGES], &k, NULL));
     if (rc < 0) return rc;
@@ -481,9 +560,12 @@ static int remove_page(struct dtx *t, const uint8_t key[SL_PAGE_KEY_LEN],
     queue_account(t, rec->queue, -(int64_t)charge_of(rec->size), -1);
     sl__db_add_u64(t->d->db, t->txn, "bytes_cached", -(int64_t)charge_of(rec->size));
     sl__db_add_u64(t->d->db, t->txn, "pages_cached", -1);
-    if (file_count(t, rec->file, -1) == 0) return doom(t, rec->file, 0, 0);
-    return doom(t, rec->file, rec->off, charge_of(rec->size));
+    if (file_count(t, rec->file, -1) == 0) return doom(t, rec->file, 0, 0, -1);
+    return doom(t, rec->file, rec->off, charge_of(rec->size), fd >= 0 ? fd : -1);
 }
+
+/* How many victims in a row may be skipped for being read before the tier counts as full. */
+#define MAX_BUSY_VICTIMS 64
 
 /* Evicts until `need` more bytes fit under the limit; SL_E_CACHE_FULL, evicting nothing, when
  * even evicting every evictable page would not make room. */
@@ -498,7 +580,7 @@ static int make_room(struct dtx *t, uint64_t need)
     for (int q = SL_Q_LRU; q <= SL_Q_MAIN; q++)
         evictable += sl__db_get_u64(db, t->txn, qname(q, "bytes", name, sizeof(name)));
     if (used + need > t->d->capacity + evictable) return SL_E_CACHE_FULL;
-    for (;;) {
+    for (int busy = 0;;) {
         used = sl__db_get_u64(db, t->txn, "bytes_cached") +
                sl__db_get_u64(db, t->txn, "bytes_reserved");
         if (used + need <= t->d->capacity) return 0;
@@ -508,7 +590,14 @@ static int make_room(struct dtx *t, uint64_t need)
         if (rc == -ENOENT) return SL_E_CACHE_FULL;
         if (rc < 0) return rc;
         if ((rc = get_rec(t, e.key, &rec)) < 0) return rc;
-        if ((rc = remove_page(t, e.key, &rec)) < 0) return rc;
+        rc = remove_page(t, e.key, &rec, true);
+        if (rc == -EBUSY) {
+            /* Being read right now: the most recently used page there is. */
+            if (++busy > MAX_BUSY_VICTIMS) return SL_E_CACHE_FULL;
+            if ((rc = be_requeue(t, &e, e.queue, e.freq)) < 0) return rc;
+            continue;
+        }
+        if (rc < 0) return rc;
         sl__count(t->d->ctr, SL_CTR_EVICTIONS, 1);
     }
 }
@@ -520,7 +609,7 @@ static int undo_reservation(struct dtx *t, const uint8_t key[SL_PAGE_KEY_LEN],
                             const struct sl_reservation *r)
 {
     int rc = 0;
-    if (!file_indexed(t, r->file)) rc = doom(t, r->file, 0, 0);
+    if (file_pages(t, r->file) == 0) rc = doom(t, r->file, 0, 0, -1);
     if (rc < 0) return rc;
     MDB_val k = {SL_PAGE_KEY_LEN, (void *)key};
     mdb_del(t->txn, t->d->db->dbi[SL_DB_RESERVE], &k, NULL);
@@ -662,6 +751,7 @@ int sl__disk_open(const char *dir, uint64_t capacity, struct sl_counters *ctr, s
     d->capacity = capacity;
     d->ctr = ctr;
     d->owner_fd = -1;
+    pthread_mutex_init(&d->checked_lock, NULL);
     d->dir = sl__strdup(dir);
     d->pages_dir = sl__asprintf("%s/pages", dir);
     d->owners_dir = sl__asprintf("%s/owners", dir);
@@ -701,6 +791,8 @@ void sl__disk_close(struct sl_disk *d)
     free(d->dir);
     free(d->pages_dir);
     free(d->owners_dir);
+    free(d->checked);
+    pthread_mutex_destroy(&d->checked_lock);
     free(d);
 }
 
@@ -722,7 +814,7 @@ static bool drop_if_same(struct sl_disk *d, const uint8_t key[SL_PAGE_KEY_LEN], 
     struct dtx t;
     struct sl_page_rec rec;
     if (dtx_begin(d, &t) < 0) return false;
-    if (get_rec(&t, key, &rec) == 0 && rec.seq == seq && remove_page(&t, key, &rec) == 0)
+    if (get_rec(&t, key, &rec) == 0 && rec.seq == seq && remove_page(&t, key, &rec, false) == 0)
         return dtx_commit(&t) == 0;
     dtx_abort(&t);
     return false;
@@ -741,6 +833,90 @@ static int read_rec(struct sl_disk *d, const uint8_t key[SL_PAGE_KEY_LEN], struc
     mdb_txn_abort(txn);
     if (rc) return sl__mdb_err(rc);
     return ok ? 0 : -ENOENT; /* a record of another layout: not one we can trust */
+}
+
+/* ---- pages known good ---------------------------------------------------------------------- */
+
+/* The set stops growing here (32 MiB); full, it starts again (pages are checked again once). */
+#define CHECKED_MAX_SLOTS (1U << 22)
+
+static uint64_t checked_hash(uint64_t file, uint64_t off)
+{
+    uint64_t v[2] = {file, off};
+    uint64_t h = XXH3_64bits(v, sizeof(v));
+    return h ? h : 1; /* 0 marks a free slot */
+}
+
+/* mask + 1 slots; checked_lock held. */
+static bool checked_find(const uint64_t *slots, size_t mask, uint64_t h, size_t *at)
+{
+    size_t i = (size_t)h & mask;
+    while (slots[i] && slots[i] != h) i = (i + 1) & mask;
+    *at = i;
+    return slots[i] == h;
+}
+
+static void checked_add(struct sl_disk *d, uint64_t file, uint64_t off)
+{
+    uint64_t h = checked_hash(file, off);
+    size_t at;
+    pthread_mutex_lock(&d->checked_lock);
+    if (d->checked && checked_find(d->checked, d->checked_mask, h, &at)) goto out;
+    if (!d->checked || 2 * (d->checked_count + 1) > d->checked_mask + 1) {
+        size_t slots = d->checked ? 2 * (d->checked_mask + 1) : 4096;
+        bool restart = slots > CHECKED_MAX_SLOTS;
+        if (restart) slots = CHECKED_MAX_SLOTS;
+        uint64_t *n = calloc(slots, sizeof(*n));
+        if (!n) goto out; /* not remembered: checked again next time */
+        for (size_t i = 0; d->checked && !restart && i <= d->checked_mask; i++)
+            if (d->checked[i] && !checked_find(n, slots - 1, d->checked[i], &at)) n[at] = d->checked[i];
+        if (restart) d->checked_count = 0;
+        free(d->checked);
+        d->checked = n;
+        d->checked_mask = slots - 1;
+    }
+    checked_find(d->checked, d->checked_mask, h, &at);
+    d->checked[at] = h;
+    d->checked_count++;
+out:
+    pthread_mutex_unlock(&d->checked_lock);
+}
+
+static bool checked_has(struct sl_disk *d, uint64_t file, uint64_t off)
+{
+    size_t at;
+    pthread_mutex_lock(&d->checked_lock);
+    bool yes = d->checked && checked_find(d->checked, d->checked_mask, checked_hash(file, off), &at);
+    pthread_mutex_unlock(&d->checked_lock);
+    return yes;
+}
+
+int sl__disk_hold(struct sl_disk *d, const uint8_t key[SL_PAGE_KEY_LEN], size_t len, int *fd,
+                  uint64_t *off)
+{
+    struct sl_page_rec rec, now;
+    int rc = read_rec(d, key, &rec);
+    if (rc < 0) return rc;
+    if (rec.size != len || !checked_has(d, rec.file, rec.off)) return -EAGAIN;
+    char *path = sl__disk_file_path(d, rec.file);
+    if (!path) return -ENOMEM;
+    int f = open(path, O_RDONLY | O_CLOEXEC);
+    free(path);
+    if (f < 0) return -EAGAIN; /* evicted since: sl__disk_read finds out, and tidies */
+    while (flock(f, LOCK_SH) < 0) {
+        if (errno != EINTR) {
+            close(f);
+            return -EAGAIN;
+        }
+    }
+    /* Locked: if the record still points here, nobody can punch the page out until we close. */
+    if (read_rec(d, key, &now) < 0 || now.file != rec.file || now.off != rec.off) {
+        close(f);
+        return -EAGAIN;
+    }
+    *fd = f;
+    *off = rec.off;
+    return 0;
 }
 
 int sl__disk_page_file(struct sl_disk *d, const uint8_t key[SL_PAGE_KEY_LEN], char **path,
@@ -769,15 +945,9 @@ int sl__disk_read(struct sl_disk *d, const uint8_t key[SL_PAGE_KEY_LEN], void *b
         if (errno == ENOENT) drop_if_same(d, key, rec.seq);
         return -ENOENT;
     }
-    size_t done = 0;
-    while (done < len) {
-        ssize_t r = pread(fd, (char *)buf + done, len - done, (off_t)(rec.off + done));
-        if (r < 0 && errno == EINTR) continue;
-        if (r <= 0) break;
-        done += (size_t)r;
-    }
+    bool whole = rec.size == len && sl__pread_all(fd, buf, len, rec.off) == 0;
     close(fd);
-    if (rec.size != len || done != len || XXH3_64bits(buf, len) != rec.checksum) {
+    if (!whole || XXH3_64bits(buf, len) != rec.checksum) {
         /* Evicted while we read (its hole punched): a miss, not damage. */
         if (!drop_if_same(d, key, rec.seq)) return -ENOENT;
         sl__count(d->ctr, SL_CTR_CHECKSUM_FAILURES, 1);
@@ -785,6 +955,7 @@ int sl__disk_read(struct sl_disk *d, const uint8_t key[SL_PAGE_KEY_LEN], void *b
                  d->dir);
         return SL_E_CHECKSUM;
     }
+    checked_add(d, rec.file, rec.off);
     return 0;
 }
 
@@ -947,7 +1118,7 @@ static int settle_run(struct sl_disk *d, const uint8_t (*keys)[SL_PAGE_KEY_LEN],
         }
     }
     if (rc == 0 && indexed) file_count(&t, file, (int64_t)indexed);
-    if (rc == 0 && !indexed) rc = doom(&t, file, 0, 0);
+    if (rc == 0 && !indexed) rc = doom(&t, file, 0, 0, -1);
     if (rc < 0) {
         dtx_abort(&t);
         return rc;
@@ -989,6 +1160,9 @@ static int insert_run(struct sl_disk *d, const uint8_t (*keys)[SL_PAGE_KEY_LEN],
     rc = path ? write_file(d, path, mine, mine_offs, m) : -ENOMEM;
     free(path);
     int src = settle_run(d, keys, pol, charges, sizes, sums, offs, reserved, n, file, rc == 0);
+    /* Written from the bytes we hold, and read back only by this file system: known good. */
+    for (size_t i = 0; i < n && rc == 0 && src == 0; i++)
+        if (reserved[i]) checked_add(d, file, offs[i]);
     if (src < 0 && rc == 0) {
         /* Not indexed: give the space back (a second try, in a fresh transaction, that
          * indexes nothing and removes the file). */
@@ -1063,7 +1237,7 @@ int sl__disk_free_prefix(struct sl_disk *d, const uint8_t *prefix, size_t len, u
         if (v.mv_size != sizeof(rec)) break;
         memcpy(key, k.mv_data, SL_PAGE_KEY_LEN);
         memcpy(&rec, v.mv_data, sizeof(rec));
-        if ((rc = remove_page(&t, key, &rec)) < 0) break;
+        if ((rc = remove_page(&t, key, &rec, false)) < 0) break;
         total += charge_of(rec.size);
     }
     mdb_cursor_close(cur);

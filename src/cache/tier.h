@@ -114,6 +114,13 @@ struct sl_db *sl__disk_db(struct sl_disk *d);
 int sl__disk_read(struct sl_disk *d, const uint8_t key[SL_PAGE_KEY_LEN], void *buf, size_t len);
 bool sl__disk_contains(struct sl_disk *d, const uint8_t key[SL_PAGE_KEY_LEN]);
 
+/* Holds a cached page of len bytes for reading by descriptor: *fd is its page file, open and
+ * share-locked so that no process punches the page out until the caller closes it; the page
+ * is at *off in it. 0; -ENOENT: not cached; -EAGAIN: cached but not yet checked by this
+ * process (read it whole with sl__disk_read, which checks it). */
+int sl__disk_hold(struct sl_disk *d, const uint8_t key[SL_PAGE_KEY_LEN], size_t len, int *fd,
+                  uint64_t *off);
+
 /* Caches a run of pages (at most SL_DISK_RUN_MAX; a single page is a run of one), with one
  * index commit to reserve their space and one to index them. Best effort: 0 when skipped
  * (already cached, being written by another process, larger than the tier). SL_E_CACHE_FULL:

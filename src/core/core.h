@@ -65,6 +65,9 @@ int sl__path_normalize(const char *in, char **out);
 /* mkdir -p; 0 when it exists as a directory. */
 int sl__mkdirs(const char *path, unsigned mode);
 
+/* Reads all len bytes at off of fd: 0, -errno, or -EIO when the file ends first. */
+int sl__pread_all(int fd, void *buf, size_t len, uint64_t off);
+
 /* A growable byte string, always NUL terminated. */
 struct sl_buf {
     char *data;

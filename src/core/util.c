@@ -86,6 +86,20 @@ int sl__path_normalize(const char *in, char **out)
     return 0;
 }
 
+int sl__pread_all(int fd, void *buf, size_t len, uint64_t off)
+{
+    while (len > 0) {
+        ssize_t r = pread(fd, buf, len, (off_t)off);
+        if (r < 0 && errno == EINTR) continue;
+        if (r < 0) return -errno;
+        if (r == 0) return -EIO;
+        buf = (char *)buf + r;
+        len -= (size_t)r;
+        off += (uint64_t)r;
+    }
+    return 0;
+}
+
 int sl__mkdirs(const char *path, unsigned mode)
 {
     char *p = sl__strdup(path);

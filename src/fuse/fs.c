@@ -344,6 +344,8 @@ static void op_init(void *data, struct fuse_conn_info *conn)
     if (conn->capable & FUSE_CAP_ASYNC_READ) conn->want |= FUSE_CAP_ASYNC_READ;
     /* O_TRUNC comes with open, not as a separate truncate: one staged file, not two. */
     if (conn->capable & FUSE_CAP_ATOMIC_O_TRUNC) conn->want |= FUSE_CAP_ATOMIC_O_TRUNC;
+    /* Pages on the cache disk go to the kernel by descriptor: spliced, not read and copied. */
+    if (conn->capable & FUSE_CAP_SPLICE_WRITE) conn->want |= FUSE_CAP_SPLICE_WRITE;
 }
 
 static void op_lookup(fuse_req_t req, fuse_ino_t parent, const char *name)
@@ -747,9 +749,40 @@ static void op_create(fuse_req_t req, fuse_ino_t parent, const char *name, mode_
     free(path);
 }
 
-/* Reads of the store's version are answered from the cache's pages themselves: the kernel
- * copies from them once (fuse_reply_iov), with no copy of ours in between. */
+/* Reads of the store's version are answered from the cache's pages themselves: from RAM the
+ * kernel copies them once (fuse_reply_iov), with no copy of ours in between; pages on the
+ * cache disk go as their page file's descriptor (fuse_reply_data), which the kernel reads (or
+ * splices) just the asked bytes of. */
 #define READ_EXTENTS 32
+
+static void reply_extents(fuse_req_t req, const sl_extent_t *ext, int count)
+{
+    bool fds = false;
+    for (int i = 0; i < count; i++) fds |= ext[i].data == NULL;
+    if (!fds) {
+        struct iovec iov[READ_EXTENTS];
+        for (int i = 0; i < count; i++) iov[i] = (struct iovec){(void *)ext[i].data, ext[i].len};
+        fuse_reply_iov(req, iov, count);
+        return;
+    }
+    /* A fuse_bufvec ends in buf[1]: room for READ_EXTENTS of them. */
+    _Alignas(struct fuse_bufvec) char raw[sizeof(struct fuse_bufvec) +
+                                          (READ_EXTENTS - 1) * sizeof(struct fuse_buf)];
+    struct fuse_bufvec *v = (struct fuse_bufvec *)raw;
+    *v = (struct fuse_bufvec){.count = (size_t)count};
+    for (int i = 0; i < count; i++) {
+        struct fuse_buf *x = &v->buf[i];
+        *x = (struct fuse_buf){.size = ext[i].len};
+        if (ext[i].data) {
+            x->mem = (void *)ext[i].data;
+        } else {
+            x->flags = FUSE_BUF_IS_FD | FUSE_BUF_FD_SEEK;
+            x->fd = ext[i].fd;
+            x->pos = (off_t)ext[i].fd_off;
+        }
+    }
+    fuse_reply_data(req, v, FUSE_BUF_SPLICE_MOVE);
+}
 
 static void op_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
                     struct fuse_file_info *fi)
@@ -762,7 +795,6 @@ static void op_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
     (void)ino;
     if (h->f) {
         sl_extent_t ext[READ_EXTENTS];
-        struct iovec iov[READ_EXTENTS];
         int count;
         if ((rc = sl_file_map(h->f, (uint64_t)off, size, ext, READ_EXTENTS, &count, &n)) < 0) {
             reply_error(req, rc);
@@ -772,8 +804,7 @@ static void op_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
         /* A short reply is the end of the file to the kernel: with pages too small for the
          * extents to cover the read, copy instead. */
         if (n == size || (uint64_t)off + n >= fsize) {
-            for (int i = 0; i < count; i++) iov[i] = (struct iovec){(void *)ext[i].data, ext[i].len};
-            fuse_reply_iov(req, iov, count);
+            reply_extents(req, ext, count);
             /* Not h->f's: once the reply is out, the file may be closed by now. */
             sl_unmap(fs->sl, ext, count);
             return;

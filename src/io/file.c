@@ -298,9 +298,10 @@ static bool read_ahead(struct sl_file *f, struct sl_pin *pin, uint64_t off, uint
 void sl_unmap(sl_t *sl, sl_extent_t *ext, int n)
 {
     for (int i = 0; i < n; i++) {
-        struct sl_page_ref ref = {.page = ext[i].page};
+        struct sl_page_ref ref = {.page = ext[i].page, .fd = ext[i].fd};
         sl__cache_release(sl->cache, &ref);
         ext[i].page = NULL;
+        ext[i].fd = -1;
     }
 }
 
@@ -318,7 +319,7 @@ static int map_pages(struct sl_file *f, struct sl_pin *pin, uint64_t off, uint64
          * 1 MiB page in 128 KiB reads, and dropping it at the first would read it from disk
          * (and check it) eight times. */
         uint64_t page_end = SL_MIN((idx + 1) * ps, pin->obj.size);
-        unsigned flags = stream && end >= page_end ? SL_GET_NO_RAM : 0;
+        unsigned flags = SL_GET_FD | (stream && end >= page_end ? SL_GET_NO_RAM : 0);
         int rc = sl__cache_get(f->sl->cache, &pin->obj, idx, flags, &ref);
         if (rc < 0) {
             sl_unmap(f->sl, ext, *n);
@@ -327,7 +328,13 @@ static int map_pages(struct sl_file *f, struct sl_pin *pin, uint64_t off, uint64
         }
         uint64_t pstart = idx * ps;
         uint64_t from = SL_MAX(off, pstart), to = SL_MIN(end, pstart + ref.len);
-        ext[(*n)++] = (sl_extent_t){ref.data + (from - pstart), (size_t)(to - from), ref.page};
+        ext[(*n)++] = (sl_extent_t){
+            .data = ref.data ? ref.data + (from - pstart) : NULL,
+            .len = (size_t)(to - from),
+            .fd = ref.fd,
+            .fd_off = ref.fd_off + (from - pstart),
+            .page = ref.page,
+        };
     }
     return 0;
 }
@@ -401,11 +408,16 @@ int sl_file_pread(sl_file_t *f, void *buf, size_t len, uint64_t off, size_t *nre
         size_t got;
         int rc = sl_file_map(f, off, len, ext, (int)SL_ARRAY_LEN(ext), &n, &got);
         if (rc < 0) return rc;
-        for (int i = 0; i < n; i++) {
-            memcpy(out, ext[i].data, ext[i].len);
+        for (int i = 0; i < n && rc == 0; i++) {
+            if (ext[i].data)
+                memcpy(out, ext[i].data, ext[i].len);
+            else
+                rc = sl__pread_all(ext[i].fd, out, ext[i].len, ext[i].fd_off);
             out += ext[i].len;
         }
         sl_unmap(f->sl, ext, n);
+        if (rc < 0) return sl__err(rc, "%s: reading the cache disk: %s", f->res.path,
+                                   sl_strerror(rc));
         if (got == 0) break; /* the end of the file */
         *nread += got;
         off += got;

@@ -156,6 +156,28 @@ class LocalMountTest(MountCase):
         finally:
             os.close(fd)
 
+    def test_pages_on_the_cache_disk_read_exactly(self):
+        # RAM holds 4 of the file's 48 pages: after one pass, reads are answered from the
+        # cache disk, by descriptor (the kernel reads just the asked bytes of a page file).
+        data = self.make_file("d.bin", 48 * PAGE + 4321)
+        self.config = self.write_config(memory="4MiB")
+        mnt = self.mount()
+        path = os.path.join(mnt, "data", "d.bin")
+        self.assertEqual(read_file(path), data)
+        fetched = self.settled_stats()["ufs_bytes_read"]
+        self.assertEqual(fetched, len(data))
+        rng = random.Random(11)
+        fd = os.open(path, os.O_RDONLY)
+        try:
+            for _ in range(3000):
+                off = rng.randrange(len(data) + 10)
+                n = rng.choice([1, 4096, 65536, 131072, 2 * PAGE + 3, rng.randrange(PAGE)])
+                self.assertEqual(os.pread(fd, n, off), data[off:off + n], f"{n} at {off}")
+        finally:
+            os.close(fd)
+        self.assertEqual(read_file(path), data)
+        self.assertEqual(self.settled_stats()["ufs_bytes_read"], fetched, "a hot read hit the store")
+
     def test_large_directory_streams(self):
         big = os.path.join(self.data, "many")
         os.makedirs(big)

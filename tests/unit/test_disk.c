@@ -756,6 +756,81 @@ static void run_shares_a_file_and_frees_page_by_page(void **state)
     assert_int_equal(state_u64(d, "bytes_reserved"), 0);
 }
 
+/* sl__disk_hold of page `index` of `file`: 0 with *fd set, or what it said. */
+static int hold(struct sl_disk *d, unsigned file, uint64_t index, size_t len, int *fd,
+                uint64_t *off)
+{
+    uint8_t key[SL_PAGE_KEY_LEN];
+    page_key(key, file, index);
+    return sl__disk_hold(d, key, len, fd, off);
+}
+
+/* The len bytes at off of fd are page `index` of `file`. */
+static bool fd_holds(int fd, uint64_t off, unsigned file, uint64_t index, size_t len)
+{
+    uint8_t *want = page_data(file, index, len), *buf = malloc(len);
+    assert_non_null(buf);
+    bool same = pread(fd, buf, len, (off_t)off) == (ssize_t)len && memcmp(buf, want, len) == 0;
+    free(want);
+    free(buf);
+    return same;
+}
+
+/* A page served by descriptor: only once this process has checked it (or written it); nobody
+ * punches it out while it is held (eviction passes over its file, a free leaves its bytes);
+ * let go, it is evicted like any other. */
+static void held_page_is_never_punched_out(void **state)
+{
+    struct fx *f = *state;
+    const uint64_t cap = 8 * MiB;
+    struct sl_disk *d = disk_open(f, cap);
+    int fd;
+    uint64_t off;
+
+    assert_int_equal(hold(d, 1, 0, MiB, &fd, &off), -ENOENT);
+    assert_int_equal(insert_run(d, 1, 0, 4, MiB, MiB, SL_POLICY_LRU), 0);
+    assert_int_equal(hold(d, 1, 1, 5000, &fd, &off), -EAGAIN); /* not that page's length */
+
+    /* Written by this process: known good, held at once. */
+    assert_int_equal(hold(d, 1, 1, MiB, &fd, &off), 0);
+    assert_int_equal(off, MiB);
+    assert_true(fd_holds(fd, off, 1, 1, MiB));
+
+    /* Eight new pages need all the room: the held page's file (one run) is passed over, the
+     * other pages give way, and the limit holds. */
+    for (unsigned i = 0; i < 8; i++) assert_int_equal(insert(d, 2, i, MiB, SL_POLICY_LRU), 0);
+    for (uint64_t i = 0; i < 4; i++) assert_true(contains(d, 1, i));
+    assert_true(fd_holds(fd, off, 1, 1, MiB));
+    assert_true(tree_alloc(f->dir, "pages") <= cap);
+    close(fd);
+
+    /* Let go: evicted as usual. */
+    for (unsigned i = 0; i < 8; i++) assert_int_equal(insert(d, 3, i, MiB, SL_POLICY_LRU), 0);
+    for (uint64_t i = 0; i < 4; i++) assert_false(contains(d, 1, i));
+    assert_true(tree_alloc(f->dir, "pages") <= cap);
+
+    /* Another process (a fresh instance) checks a page before it serves it by descriptor. */
+    assert_int_equal(insert_run(d, 4, 0, 2, MiB, MiB, SL_POLICY_LRU), 0);
+    d = disk_open(f, cap);
+    assert_int_equal(hold(d, 4, 0, MiB, &fd, &off), -EAGAIN);
+    assert_int_equal(read_back(d, 4, 0, MiB), 0);
+    assert_int_equal(hold(d, 4, 0, MiB, &fd, &off), 0);
+    assert_true(fd_holds(fd, off, 4, 0, MiB));
+
+    /* Freed while held: the index lets it go at once, the held bytes stay whole. */
+    uint8_t key[SL_PAGE_KEY_LEN];
+    page_key(key, 4, 0);
+    uint64_t t0 = sl__mono_ns();
+    assert_int_equal(sl__disk_free_prefix(d, key, 16, NULL), 0);
+    assert_true(sl__mono_ns() - t0 < 2000000000ULL);
+    assert_false(contains(d, 4, 0));
+    assert_false(contains(d, 4, 1));
+    assert_true(fd_holds(fd, off, 4, 0, MiB));
+    close(fd);
+    assert_int_equal(hold(d, 4, 0, MiB, &fd, &off), -ENOENT);
+    assert_int_equal(state_u64(d, "bytes_reserved"), 0);
+}
+
 /* A run already partly cached writes only the missing pages; a tier too small for the whole
  * run keeps the pages that fit. */
 static void run_partly_cached_or_too_big(void **state)
@@ -979,6 +1054,7 @@ int main(void)
         CASE(killed_writer_is_cleaned_up),
         CASE(dead_reservations_undone_live_ones_kept),
         CASE(run_shares_a_file_and_frees_page_by_page),
+        CASE(held_page_is_never_punched_out),
         CASE(run_partly_cached_or_too_big),
         CASE(free_prefix_frees_one_file_only),
         CASE(two_processes_share_the_cache),

@@ -283,6 +283,77 @@ static void random_reads_fetch_only_their_pages(void **state)
     assert_int_equal(s.ufs_bytes_read, sizeof(pages) / sizeof(pages[0]) * PAGE);
 }
 
+/* The version of the bytes an extent holds, read from RAM or from its descriptor. */
+static uint64_t extent_version(const sl_extent_t *e, uint64_t off)
+{
+    uint8_t *buf = malloc(e->len);
+    assert_non_null(buf);
+    if (e->data)
+        memcpy(buf, e->data, e->len);
+    else
+        assert_int_equal(pread(e->fd, buf, e->len, (off_t)e->fd_off), (ssize_t)e->len);
+    uint64_t v = version_of(buf, e->len, off);
+    free(buf);
+    return v;
+}
+
+/* Pages on the cache disk and not in RAM come as descriptors of their page files (a reader
+ * reads just what it needs, not the page), once this process knows them good: a new process
+ * checks a page (reads it whole) first. */
+static void disk_pages_come_as_descriptors(void **state)
+{
+    struct fx *f = *state;
+    enum { NPAGES = 512, SIZE = NPAGES * PAGE }; /* twice cache.memory */
+    sl_file_t *h = open_counted(f, 3, SIZE);
+    static uint8_t buf[64 * 1024];
+    for (uint64_t off = 0; off < SIZE; off += sizeof(buf)) {
+        size_t n;
+        assert_int_equal(sl_file_pread(h, buf, sizeof(buf), off, &n), 0);
+    }
+    sl_file_close(h);
+
+    /* Written to disk by this process, long gone from RAM: descriptors. */
+    assert_int_equal(sl_file_open(f->sl, "/d/v.bin", &h), 0);
+    assert_int_equal(sl_cache_stats_reset(f->sl), 0);
+    static const unsigned pages[] = {10, 300, 11, 77};
+    for (size_t i = 0; i < sizeof(pages) / sizeof(pages[0]); i++) {
+        sl_extent_t e[2];
+        int n;
+        size_t got;
+        uint64_t off = (uint64_t)pages[i] * PAGE + 100;
+        assert_int_equal(sl_file_map(h, off, PAGE, e, 2, &n, &got), 0);
+        assert_int_equal(n, 2);
+        assert_int_equal(got, PAGE);
+        assert_null(e[0].data);
+        assert_true(e[0].fd >= 0);
+        assert_int_equal(e[0].len, PAGE - 100);
+        assert_int_equal(extent_version(&e[0], off), 3);
+        assert_int_equal(extent_version(&e[1], off + e[0].len), 3);
+        sl_unmap(f->sl, e, n);
+        size_t nr;
+        assert_int_equal(sl_file_pread(h, buf, 3 * PAGE, off, &nr), 0);
+        assert_int_equal(version_of(buf, nr, off), 3);
+    }
+    sl_cache_stats_t s = stats_after_close(f, h);
+    assert_int_equal(s.ufs_bytes_read, 0);
+    assert_int_equal(s.misses, 0);
+
+    /* A new process: the page is read whole and checked first (into RAM), not handed out. */
+    sl_close(f->sl);
+    open_sl(f);
+    assert_int_equal(sl_file_open(f->sl, "/d/v.bin", &h), 0);
+    sl_extent_t e;
+    int n;
+    size_t got;
+    assert_int_equal(sl_file_map(h, 200 * PAGE, 512, &e, 1, &n, &got), 0);
+    assert_non_null(e.data);
+    assert_int_equal(e.fd, -1);
+    assert_int_equal(extent_version(&e, 200 * PAGE), 3);
+    sl_unmap(f->sl, &e, n);
+    s = stats_after_close(f, h);
+    assert_int_equal(s.ufs_bytes_read, 0);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -293,6 +364,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(stream_fetches_runs_each_page_once, setup, teardown),
         cmocka_unit_test_setup_teardown(random_reads_fetch_only_their_pages, setup, teardown),
         cmocka_unit_test_setup_teardown(small_file_is_one_request, setup, teardown),
+        cmocka_unit_test_setup_teardown(disk_pages_come_as_descriptors, setup, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
