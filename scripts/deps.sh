@@ -32,7 +32,7 @@ done
 npm_deps() {
     tools="$(dirname "$0")/../tests/tools"
     if [ ! -d "$tools/node_modules" ] || [ "$tools/package-lock.json" -nt "$tools/node_modules" ]; then
-        echo "deps: installing npm packages into tests/tools/node_modules (s3rver, @smithy/signature-v4)"
+        echo "deps: installing npm packages into tests/tools/node_modules (s3rver, @smithy/signature-v4, @duckdb/node-api)"
         (cd "$tools" && npm ci --no-audit --no-fund --loglevel=error) && touch "$tools/node_modules"
     else
         echo "deps: npm packages present"

@@ -9,6 +9,11 @@
  * Read-ahead: a read that starts where the last one ended is sequential, and doubles the window
  * (2, 4, ... pages up to 64 MiB, within a quarter of cache.memory); any other read is random and
  * closes it, so random readers (Parquet footers, row groups) fetch only the pages they touch.
+ * A stream from the start of a file is what whole-file readers do (cat, image decoders, tar):
+ * it gets the window at once. A run of sequential reads that began after a seek earns its
+ * read-ahead as it goes, a page ahead for each page it has read: a Parquet reader takes a
+ * column chunk in 128 KiB pieces, which are sequential too, and must not pull in the megabytes
+ * of the columns after it; a real stream that began mid-file is past that in a moment.
  * Pages read ahead are fetched by the pool in runs (one store request each, at most
  * RA_INFLIGHT at once; see pump()) and wait in the RAM tier; pages a sequential reader has
  * consumed are not kept in RAM (a stream read once would only push out useful pages).
@@ -27,6 +32,8 @@
 /* Runs in flight per stream: enough to fill a link whose latency a run's transfer time covers
  * several times over (8 MiB at 200 MB/s: 42 ms against 20 ms). */
 #define RA_INFLIGHT 4U
+/* A file of at most this many pages is small: its first read fetches it whole. */
+#define SMALL_FILE_PAGES 2U
 /* How far out of order a stream's reads may arrive and still be the stream (see read_ahead). */
 #define RA_SLACK (1U << 20)
 
@@ -40,6 +47,7 @@ struct ra_task {
 static void stream_reset(struct sl_file *f)
 {
     f->window = 0;
+    f->ahead = 0;
     f->ra_next = 0;
     f->ra_until = 0;
     f->ra_runs = 0;
@@ -242,7 +250,7 @@ static unsigned window_max(struct sl_file *f)
 static void pump(struct sl_file *f, struct sl_pin *pin, uint64_t need)
 {
     uint64_t ps = sl__cache_page_size(f->sl->cache);
-    unsigned run_max = (unsigned)SL_MAX(1U, SL_MIN(RA_RUN_BYTES / ps, (uint64_t)f->window));
+    unsigned run_max = (unsigned)SL_MAX(1U, SL_MIN(RA_RUN_BYTES / ps, (uint64_t)f->ahead));
     run_max = SL_MIN(run_max, (unsigned)SL_PREFETCH_MAX_PAGES);
 
     while (!f->closing && (f->ra_inflight < RA_INFLIGHT || f->ra_next < need) &&
@@ -271,6 +279,7 @@ static bool read_ahead(struct sl_file *f, struct sl_pin *pin, uint64_t off, uint
      * stream's chunks to several threads at once, and they arrive out of order. */
     bool near = f->window > 0 && off <= f->next_off + RA_SLACK && off + RA_SLACK >= f->next_off;
     bool sequential = off == f->next_off || near;
+    if (!sequential) f->run_start = off;
     f->next_off = sequential ? SL_MAX(f->next_off, end) : end;
     if (f->advice == SL_ADVISE_SEQUENTIAL) {
         sequential = true;
@@ -285,11 +294,16 @@ static bool read_ahead(struct sl_file *f, struct sl_pin *pin, uint64_t off, uint
     }
     unsigned max = window_max(f);
     f->window = f->window ? SL_MIN(f->window * 2, max) : SL_MIN(2U, max);
+    uint64_t earned = (f->next_off - SL_MIN(f->run_start, f->next_off)) / ps;
+    /* A small file (a page or two) is read whole at once: one request for all of it. */
+    bool at_once = f->advice == SL_ADVISE_SEQUENTIAL || f->run_start == 0 ||
+                   npages <= SMALL_FILE_PAGES;
+    f->ahead = at_once ? f->window : (unsigned)SL_MIN((uint64_t)f->window, earned);
     /* The read's own pages not asked for yet go first, in the same runs: claimed before this
      * returns, so the reader waits for them instead of fetching them one by one. */
     if (f->ra_next < first) f->ra_next = first;
     f->ra_end = npages;
-    f->ra_until = SL_MIN(npages, last + 1 + f->window);
+    f->ra_until = SL_MIN(npages, last + 1 + f->ahead);
     pump(f, pin, last + 1);
     pthread_mutex_unlock(&f->lock);
     return true;
@@ -440,6 +454,7 @@ int sl_file_advise(sl_file_t *f, uint64_t off, uint64_t len, enum sl_advice advi
     f->advice = advice;
     f->advice_end = len > UINT64_MAX - off ? UINT64_MAX : off + len;
     f->next_off = off;
+    f->run_start = off;
     stream_reset(f);
     pthread_mutex_unlock(&f->lock);
     return 0;

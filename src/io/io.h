@@ -44,6 +44,7 @@ struct sl_file {
     unsigned active;     /* reads in flight */
     bool served;         /* bytes were returned: the pinned version can no longer change */
     uint64_t next_off;   /* where a sequential reader reads next */
+    uint64_t run_start;  /* where the current sequential run of reads began */
     uint64_t ra_next;    /* first page not yet asked for ahead of the reader */
     uint64_t ra_until;   /* read-ahead asks for pages below this one */
     uint64_t ra_end;     /* the stream ends before this page (end of file, or advised) */
@@ -51,6 +52,7 @@ struct sl_file {
     unsigned ra_inflight; /* runs being fetched */
     bool closing;        /* sl_file_close() began: no new runs */
     unsigned window;     /* read-ahead, in pages; 0 while the access is random */
+    unsigned ahead;      /* pages read ahead now: the window, or less early in a run */
     enum sl_advice advice;
     uint64_t advice_end; /* SEQUENTIAL: read-ahead stops here */
     struct sl_task_group ra;

@@ -3,6 +3,7 @@ over s3rver, checked with the tools people use on file systems (cp -r, diff -r, 
 du) and byte for byte (sha256, random reads against the source). Also: a killed daemon's
 stale mount is recovered, umount waits for the daemon, bad mount points are named."""
 import errno
+import json
 import os
 import random
 import signal
@@ -10,7 +11,7 @@ import subprocess
 import threading
 import time
 
-from harness import (MiB, PAGE, RemoteCase, SluiceCase, main, mount_pid, random_bytes,
+from harness import (MiB, PAGE, TOOLS, RemoteCase, SluiceCase, main, mount_pid, random_bytes,
                      read_file, sha256_file, wait_gone)
 
 
@@ -311,6 +312,68 @@ class ManyReadersTest(MountCase):
             # threads (64 at most, each with its buffers and the page it fetches for its
             # reader, which is never refused) and the index's pages. 1 GiB is read.
             self.assertLess(grown, 32 + 48, f"grew by {grown:.0f} MiB with 1,000 readers")
+
+
+def duckdb(*args):
+    """tests/tools/duckdb.mjs: DuckDB from npm, a real Parquet reader. Returns its JSON rows."""
+    r = subprocess.run(["node", os.path.join(TOOLS, "duckdb.mjs"), *args], capture_output=True,
+                       text=True, timeout=300)
+    if r.returncode != 0:
+        raise AssertionError(f"duckdb {args[0]}: {r.stderr}")
+    return json.loads(r.stdout) if args[0] == "query" else None
+
+
+class ParquetTest(MountCase):
+    """Structured data is read as small ranges: DuckDB reads a Parquet file's footer, then only
+    the column chunks of the row groups a query needs. Through the mount it must get the same
+    answer as from a local copy, and the store must be asked for no more than the pages those
+    ranges touch."""
+
+    QUERY = ("SELECT k, count(*) AS n, sum(v) AS total FROM t "
+             "WHERE id BETWEEN 420000 AND 430000 GROUP BY k ORDER BY k")
+
+    def test_duckdb_reads_only_what_the_query_needs(self):
+        local = os.path.join(self.data, "table.parquet")
+        duckdb("make", local, "1000000")  # 10 row groups of 100,000 rows, about 40 MB
+        size = os.path.getsize(local)
+        want = duckdb("query", local, self.QUERY)
+        self.assertEqual(len(want), 97)
+
+        # The byte ranges the query needs, from the file's own metadata: the column chunks of
+        # id, k and v in the row groups whose id range meets the filter, and the footer.
+        meta = duckdb("query", local,
+                      "SELECT row_group_id, path_in_schema, stats_min_value, stats_max_value, "
+                      "dictionary_page_offset, data_page_offset, total_compressed_size "
+                      f"FROM parquet_metadata('{local}')")
+        ranges, groups, chunks_end = [], {}, 0
+        for rg, col, lo, hi, dict_off, data_off, length in meta:
+            start = int(dict_off) if dict_off is not None else int(data_off)
+            chunks_end = max(chunks_end, start + int(length))
+            if col == "id":
+                groups[rg] = int(lo) <= 430000 and int(hi) >= 420000
+        for rg, col, _, _, dict_off, data_off, length in meta:
+            start = int(dict_off) if dict_off is not None else int(data_off)
+            if groups[rg] and col in ("id", "k", "v"):
+                ranges.append((start, start + int(length)))
+        ranges.append((chunks_end, size))
+        # The pages they touch, widened by the kernel's read-ahead of a FUSE file (128 KiB)
+        # on both sides, and the file's first page (readers check the magic number there).
+        slack = 128 * 1024
+        pages = {0}
+        for a, b in ranges:
+            pages.update(range(max(0, a - slack) // PAGE, (min(size, b + slack) - 1) // PAGE + 1))
+        allowed = len(pages) * PAGE
+
+        mnt = self.mount()
+        got = duckdb("query", os.path.join(mnt, "data", "table.parquet"), self.QUERY)
+        self.assertEqual(got, want)
+        fetched = self.settled_stats()["ufs_bytes_read"]
+        needed = sum(b - a for a, b in ranges)
+        print(f"parquet: {size / MiB:.1f} MiB file, query needs {needed / MiB:.2f} MiB, "
+              f"store sent {fetched / MiB:.2f} MiB ({fetched / size:.1%} of the file; "
+              f"page-granular bound {allowed / MiB:.0f} MiB)")
+        self.assertLessEqual(fetched, allowed, "read more than the pages the query touches")
+        self.assertLess(fetched, size / 4)
 
 
 class LocalWriteTest(MountCase):

@@ -283,6 +283,41 @@ static void random_reads_fetch_only_their_pages(void **state)
     assert_int_equal(s.ufs_bytes_read, sizeof(pages) / sizeof(pages[0]) * PAGE);
 }
 
+/* Sequential reads after a seek (a Parquet column chunk read in pieces) earn read-ahead as
+ * they go: never more pages ahead than they have read. Kept up, they are a stream. */
+static void run_after_a_seek_earns_its_read_ahead(void **state)
+{
+    struct fx *f = *state;
+    enum { NPAGES = 512, SIZE = NPAGES * PAGE, FIRST = 100 };
+    sl_file_t *h = open_counted(f, 4, SIZE);
+    uint8_t buf[PAGE / 2];
+    uint64_t off = (uint64_t)FIRST * PAGE + 16;
+    for (int i = 0; i < 8; i++, off += sizeof(buf)) { /* 4 pages' worth, in halves */
+        size_t n;
+        assert_int_equal(sl_file_pread(h, buf, sizeof(buf), off, &n), 0);
+        assert_int_equal(version_of(buf, n, off), 4);
+    }
+    sl_file_close(h);
+    sl_cache_stats_t s;
+    assert_int_equal(sl_cache_stats(f->sl, &s), 0);
+    uint64_t touched = 5 * PAGE; /* pages 100-104: the reads cross into the fifth */
+    if (s.ufs_bytes_read > 2 * touched)
+        fail_msg("read %llu bytes for %llu touched", (unsigned long long)s.ufs_bytes_read,
+                 (unsigned long long)touched);
+
+    /* Read on for 300 pages: a stream, fetched in runs. */
+    assert_int_equal(sl_file_open(f->sl, "/d/v.bin", &h), 0);
+    assert_int_equal(sl_cache_stats_reset(f->sl), 0);
+    static uint8_t big[16 * 1024];
+    for (off = 200 * PAGE + 16; off < 500 * PAGE; off += sizeof(big)) {
+        size_t n;
+        assert_int_equal(sl_file_pread(h, big, sizeof(big), off, &n), 0);
+    }
+    s = stats_after_close(f, h);
+    if (s.ufs_requests > 300 / 4) fail_msg("%llu requests for 300 pages",
+                                           (unsigned long long)s.ufs_requests);
+}
+
 /* The version of the bytes an extent holds, read from RAM or from its descriptor. */
 static uint64_t extent_version(const sl_extent_t *e, uint64_t off)
 {
@@ -364,6 +399,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(stream_fetches_runs_each_page_once, setup, teardown),
         cmocka_unit_test_setup_teardown(random_reads_fetch_only_their_pages, setup, teardown),
         cmocka_unit_test_setup_teardown(small_file_is_one_request, setup, teardown),
+        cmocka_unit_test_setup_teardown(run_after_a_seek_earns_its_read_ahead, setup, teardown),
         cmocka_unit_test_setup_teardown(disk_pages_come_as_descriptors, setup, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
