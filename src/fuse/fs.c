@@ -781,7 +781,7 @@ static void reply_extents(fuse_req_t req, const sl_extent_t *ext, int count)
             x->pos = (off_t)ext[i].fd_off;
         }
     }
-    fuse_reply_data(req, v, FUSE_BUF_SPLICE_MOVE);
+    fuse_reply_data(req, v, 0); /* no SPLICE_MOVE: the page file keeps its cached pages */
 }
 
 static void op_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,

@@ -238,8 +238,8 @@ void sl__stages_close(struct stages *S)
     while (S->head) {
         struct stage *s = S->head;
         S->head = s->next;
-        if (!s->acked || !s->dirty) drop_entry(S, s->id, true); /* else: the next mount's */
         close(s->fd);
+        if (!s->acked || !s->dirty) drop_entry(S, s->id, true); /* else: the next mount's */
         pthread_mutex_destroy(&s->lock);
         free(s->path);
         free(s);
@@ -352,8 +352,8 @@ void sl__stage_release(struct stages *S, struct stage *s)
     while (*p != s) p = &(*p)->next;
     *p = s->next;
     pthread_mutex_unlock(&S->lock);
+    close(s->fd); /* first: once its name is gone, its space must be too */
     drop_entry(S, s->id, true);
-    close(s->fd);
     pthread_mutex_destroy(&s->lock);
     free(s->path);
     free(s);
