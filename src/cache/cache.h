@@ -40,7 +40,8 @@ struct sl_page_ref {
 enum sl_get_flags {
     SL_GET_PREFETCH = 1, /* a read-ahead or warm-up, not a reader's access: counts no hit */
     SL_GET_NO_RAM = 2,   /* do not keep the page in RAM once released (streamed, or warming disk) */
-    SL_GET_FD = 4,       /* a page on disk and not in RAM may come as its page file's descriptor */
+    SL_GET_FD = 4,       /* a page on disk and not in RAM may come as its page file's
+                            descriptor, when RAM is full */
 };
 
 /* Opens the cache of cfg: the RAM tier always, the disk tier in cfg->cache_dir when it can be

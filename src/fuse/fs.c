@@ -700,6 +700,8 @@ static int open_handle(struct fs *fs, const char *path, struct fuse_file_info *f
     /* An immutable dataset's pages stay in the kernel between opens; a file being written is
      * never kept (its bytes change under the cache). */
     fi->keep_cache = !h->stage && timeout_of(fs, path) >= DAY_S;
+    /* A reader's close has nothing to flush: no FLUSH round trip per file read. */
+    fi->noflush = !h->write;
     fi->fh = (uintptr_t)h;
     *out = h;
     return 0;

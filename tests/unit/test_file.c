@@ -332,9 +332,20 @@ static uint64_t extent_version(const sl_extent_t *e, uint64_t off)
     return v;
 }
 
-/* Pages on the cache disk and not in RAM come as descriptors of their page files (a reader
- * reads just what it needs, not the page), once this process knows them good: a new process
- * checks a page (reads it whole) first. */
+/* Reads each page of the second half of h's npages once, out of order (random: kept). */
+static void fill_ram_with_second_half(sl_file_t *h, unsigned npages)
+{
+    uint8_t buf[16];
+    for (unsigned i = 0; i < npages / 2; i++) {
+        size_t n;
+        uint64_t page = npages / 2 + (i * 37) % (npages / 2); /* 37: prime to npages / 2 */
+        assert_int_equal(sl_file_pread(h, buf, sizeof(buf), page * PAGE + 8, &n), 0);
+    }
+}
+
+/* Pages on the cache disk and not in RAM come as descriptors of their page files when RAM is
+ * full (a reader reads just what it needs, not the page), once this process knows them good:
+ * a new process checks a page (reads it whole) first. */
 static void disk_pages_come_as_descriptors(void **state)
 {
     struct fx *f = *state;
@@ -347,10 +358,12 @@ static void disk_pages_come_as_descriptors(void **state)
     }
     sl_file_close(h);
 
-    /* Written to disk by this process, long gone from RAM: descriptors. */
+    /* RAM filled with the second half (random reads keep their pages): the first half,
+     * written to disk by this process and long gone from RAM, comes as descriptors. */
     assert_int_equal(sl_file_open(f->sl, "/d/v.bin", &h), 0);
+    fill_ram_with_second_half(h, NPAGES);
     assert_int_equal(sl_cache_stats_reset(f->sl), 0);
-    static const unsigned pages[] = {10, 300, 11, 77};
+    static const unsigned pages[] = {10, 200, 40, 77}; /* each read below takes 3 pages */
     for (size_t i = 0; i < sizeof(pages) / sizeof(pages[0]); i++) {
         sl_extent_t e[2];
         int n;
@@ -369,17 +382,24 @@ static void disk_pages_come_as_descriptors(void **state)
         assert_int_equal(sl_file_pread(h, buf, 3 * PAGE, off, &nr), 0);
         assert_int_equal(version_of(buf, nr, off), 3);
     }
+    /* Read again soon: a page worth a place in RAM, and read from there. */
+    sl_extent_t again;
+    int n;
+    size_t got;
+    assert_int_equal(sl_file_map(h, 40 * PAGE, 100, &again, 1, &n, &got), 0);
+    assert_non_null(again.data);
+    sl_unmap(f->sl, &again, n);
     sl_cache_stats_t s = stats_after_close(f, h);
     assert_int_equal(s.ufs_bytes_read, 0);
     assert_int_equal(s.misses, 0);
 
-    /* A new process: the page is read whole and checked first (into RAM), not handed out. */
+    /* A new process, RAM full again: the page is read whole and checked first (into RAM),
+     * not handed out. */
     sl_close(f->sl);
     open_sl(f);
     assert_int_equal(sl_file_open(f->sl, "/d/v.bin", &h), 0);
+    fill_ram_with_second_half(h, NPAGES);
     sl_extent_t e;
-    int n;
-    size_t got;
     assert_int_equal(sl_file_map(h, 200 * PAGE, 512, &e, 1, &n, &got), 0);
     assert_non_null(e.data);
     assert_int_equal(e.fd, -1);
