@@ -6,6 +6,7 @@
 #
 #   ./bench/mount.sh build/sluice
 #   BIG=256M SMALL_COUNT=1000 LIST_KEYS=10000 RUNS=1 ./bench/mount.sh build/sluice   # quick
+#   MEMORY=128MiB ./bench/mount.sh build/sluice   # RAM an eighth of the file: the cache disk
 #
 # sluice runs twice: with metadata_ttl: -1 (an immutable dataset: the kernel keeps file pages
 # between opens, so a hot read is a page-cache read behind one FUSE open), and with a TTL
@@ -23,6 +24,7 @@ BIG=${BIG:-1G}
 SMALL_COUNT=${SMALL_COUNT:-10000}
 LIST_KEYS=${LIST_KEYS:-100000}
 RUNS=${RUNS:-3}
+MEMORY=${MEMORY:-1GiB}   # sluice's cache.memory
 EXAMPLES=/usr/share/doc/libfuse3-dev/examples
 
 [ -f "$EXAMPLES/passthrough_ll.c" ] || { echo "bench: libfuse3-dev's examples are missing (make deps)" >&2; exit 1; }
@@ -74,7 +76,7 @@ for ttl in -1 60s; do
 cache:
   dir: $WORK/cache
   size: 8GiB
-  memory: 1GiB
+  memory: $MEMORY
 mounts:
   /data:
     uri: file://$DATA
@@ -126,7 +128,7 @@ for m in "$S_MNT/data" "$T_MNT/data"; do
 done
 
 {
-echo "Hot, median of $RUNS runs; ratio = the limit's time / sluice's (1.00: as fast as the limit)."
+echo "Hot, median of $RUNS runs, sluice with cache.memory $MEMORY; ratio = the limit's time / sluice's (1.00: as fast as the limit)."
 echo
 echo "| workload | page cache | passthrough_ll | sluice, metadata_ttl -1 | sluice, metadata_ttl 60s | sluice (-1, 60s) vs passthrough_ll |"
 echo "|---|---|---|---|---|---|"

@@ -16,9 +16,9 @@ python3 nginx awscli ca-certificates"
 if ! command -v node >/dev/null 2>&1 || ! command -v npm >/dev/null 2>&1; then
     PKGS="$PKGS nodejs npm"
 fi
-# `make bench` also compares against rclone.
+# The benchmarks also compare against rclone and s3fs.
 if [ "${1:-}" = "--bench" ]; then
-    PKGS="$PKGS rclone"
+    PKGS="$PKGS rclone s3fs"
 fi
 
 missing=""

@@ -284,11 +284,13 @@ int sl__cache_get(struct sl_cache *c, const struct sl_object *o, uint64_t index,
     pthread_mutex_lock(&c->mem.lock);
 again:
     mp = sl__mem_find(&c->mem, key, hash);
-    if (!mp && try_fd && !sl__mem_has_room(&c->mem, len) && !sl__mem_seen_again(&c->mem, hash)) {
+    if (!mp && try_fd && !sl__mem_has_room(&c->mem, len)) {
         /* On disk, not in RAM, and RAM is full: the reader's file system reads just what it
-         * needs from the page file, instead of the whole page pushing another out of RAM.
-         * A page read so again soon after comes into RAM (it is worth a place there: the next
-         * reads of it are hits), and so does any page while RAM has room to spare. */
+         * needs from the page file, instead of the whole page pushing another out of RAM
+         * (where a random reader's pages churn through the policy's probation queue before
+         * their next read). The kernel keeps the page file's bytes it read in its page cache,
+         * so a hot page read this way is read from memory all the same. While RAM has room,
+         * a page comes into it: the next reads of it are hits. */
         try_fd = false;
         pthread_mutex_unlock(&c->mem.lock);
         if (sl__disk_hold(c->disk, key, len, &ref->fd, &ref->fd_off) == 0) {

@@ -240,19 +240,13 @@ int sl__mem_init(struct sl_mem *mem, uint64_t capacity, uint32_t page_size)
     while (ghosts < capacity / page_size * 2 && ghosts < (1U << 22)) ghosts *= 2;
     mem->ghost = calloc(ghosts, sizeof(*mem->ghost));
     mem->ghost_mask = ghosts - 1;
-    /* Pages served by descriptor lately: as many as the tier holds (at least 64). */
-    size_t seen = 64;
-    while (seen < capacity / page_size && seen < (1U << 20)) seen *= 2;
-    mem->seen = calloc(seen, sizeof(*mem->seen));
-    mem->seen_mask = seen - 1;
     mem->page_size = page_size;
     /* Spare buffers are memory too: a sixteenth of the budget at most. */
     mem->max_spare = (size_t)SL_MIN(32, capacity / 16 / page_size);
     mem->spare = calloc(mem->max_spare ? mem->max_spare : 1, sizeof(*mem->spare));
-    if (!mem->buckets || !mem->ghost || !mem->spare || !mem->seen) {
+    if (!mem->buckets || !mem->ghost || !mem->spare) {
         free(mem->buckets);
         free(mem->ghost);
-        free(mem->seen);
         free(mem->spare);
         return -ENOMEM;
     }
@@ -284,7 +278,6 @@ void sl__mem_fini(struct sl_mem *mem)
     }
     free(mem->buckets);
     free(mem->ghost);
-    free(mem->seen);
     size_t n = mem->nspare;
     mem->nspare = mem->max_spare = 0; /* so that the frees below do not keep them */
     for (size_t i = 0; i < n; i++) sl__mem_buf_free(mem, mem->spare[i], mem->page_size);
@@ -361,18 +354,6 @@ bool sl__mem_loading_take(struct sl_mem *mem, uint64_t len)
 bool sl__mem_has_room(const struct sl_mem *mem, uint64_t len)
 {
     return mem->bytes + mem->loading + len <= mem->capacity;
-}
-
-bool sl__mem_seen_again(struct sl_mem *mem, uint64_t hash)
-{
-    uint64_t *slot = &mem->seen[hash & mem->seen_mask];
-    hash |= 1; /* 0 is an empty slot */
-    if (*slot == hash) {
-        *slot = 0;
-        return true;
-    }
-    *slot = hash;
-    return false;
 }
 
 void sl__mem_loading_done(struct sl_mem *mem, uint64_t len)

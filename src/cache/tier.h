@@ -62,8 +62,6 @@ struct sl_mem {
     size_t ghost_mask;
     uint64_t ghost_clock;
     struct sl_evict_backend be;
-    uint64_t *seen; /* pages lately served by descriptor: sl__mem_seen_again */
-    size_t seen_mask;
 
     /* Full-page buffers kept for reuse: a buffer the kernel has to fault in and zero again for
      * every page costs more than reading the page (see docs/benchmarks.md). buf_lock guards
@@ -91,9 +89,6 @@ struct sl_mpage *sl__mem_find(struct sl_mem *mem, const uint8_t key[SL_PAGE_KEY_
 bool sl__mem_loading_take(struct sl_mem *mem, uint64_t len);
 /* True when len more bytes fit in the budget without evicting anything. */
 bool sl__mem_has_room(const struct sl_mem *mem, uint64_t len);
-/* For a page about to be read from disk by descriptor: true if one was lately (and forgets
- * it), false if not (and remembers this one). A table of the tier's size, one key a slot. */
-bool sl__mem_seen_again(struct sl_mem *mem, uint64_t hash);
 void sl__mem_loading_done(struct sl_mem *mem, uint64_t len);
 
 struct sl_mpage *sl__mem_insert_loading(struct sl_mem *mem, const uint8_t key[SL_PAGE_KEY_LEN],
