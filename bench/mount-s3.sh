@@ -10,6 +10,7 @@
 #   ./bench/mount-s3.sh build/sluice
 #   SMALL_RUNS=1 ./bench/mount-s3.sh build/sluice     # one cold run of the small objects
 #   BIG=256M SMALL_COUNT=1000 LIST_KEYS=5000 RUNS=1 ./bench/mount-s3.sh build/sluice   # quick
+#   ONLY="sluice sluice-1" ./bench/mount-s3.sh build/sluice   # sluice's rows alone (no ratios)
 #
 # Rows:
 #   1. cold sequential read of a BIG object (cat), and hot
@@ -30,8 +31,9 @@ SMALL_RUNS=${SMALL_RUNS:-$RUNS}   # the cold small-object row takes minutes a ru
 BIG=${BIG:-1G}
 SMALL_COUNT=${SMALL_COUNT:-10000}
 LIST_KEYS=${LIST_KEYS:-100000}
+ONLY=${ONLY:-sluice sluice-1 rclone s3fs}
 
-for tool in node rclone s3fs; do
+for tool in node $(echo "$ONLY" | grep -ow 'rclone\|s3fs'); do
     command -v "$tool" >/dev/null || { echo "bench: $tool is missing (./scripts/deps.sh --bench)" >&2; exit 1; }
 done
 [ -d "$TOOLS/node_modules" ] || { echo "bench: run 'make deps' first (npm packages)" >&2; exit 1; }
@@ -108,7 +110,7 @@ med() { printf '%s\n' "$@" | sort -g | awk '{a[NR]=$1} END {print a[int((NR+1)/2
 
 SMALL_READ="find \$ROOT/small -type f -print0 | xargs -0 -P 32 -n 50 cat > /dev/null"
 declare -A T
-for tool in sluice sluice-1 rclone s3fs; do
+for tool in $ONLY; do
     echo "$tool..." >&2
     cold_seq=() cold_small=() hot_seq=() hot_small=() r4k=() r128k=() ls=()
     for _ in $(seq "$RUNS"); do
@@ -145,8 +147,11 @@ for row in "cold_seq|cold sequential read, $BIG" "hot_seq|hot sequential read, $
            "cold_small|cold: $SMALL_COUNT x 100 KiB, 32 readers" "hot_small|hot: $SMALL_COUNT x 100 KiB, 32 readers" \
            "ls|hot: ls -lR of $LIST_KEYS keys"; do
     k=${row%%|*}; name=${row#*|}
-    awk -v n="$name" -v s="${T[sluice,$k]}" -v i="${T[sluice-1,$k]}" -v r="${T[rclone,$k]}" \
-        -v f="${T[s3fs,$k]}" 'BEGIN { best = r < f ? r : f
-            printf "| %s | %.2f s | %.2f s | %.2f s | %.2f s | **%.2fx, %.2fx** |\n", n, s, i, r, f, best / s, best / i }'
+    awk -v n="$name" -v s="${T[sluice,$k]:-}" -v i="${T[sluice-1,$k]:-}" -v r="${T[rclone,$k]:-}" \
+        -v f="${T[s3fs,$k]:-}" 'function t(x) { return x == "" ? "-" : sprintf("%.2f s", x) }
+            BEGIN { best = r == "" ? f : f == "" || r < f ? r : f
+            ratio = best == "" || s == "" || i == "" ? "-" : sprintf("**%.2fx, %.2fx**", best / s, best / i)
+            printf "| %s | %s | %s | %s | %s | %s |\n", n, t(s), t(i), t(r), t(f), ratio }'
 done
-awk -v b="$BIG_BYTES" -v s="${T[sluice,cold_seq]}" 'BEGIN { printf "\nsluice cold sequential: %.0f MB/s\n", b / s / 1e6 }'
+[ -n "${T[sluice,cold_seq]:-}" ] &&
+    awk -v b="$BIG_BYTES" -v s="${T[sluice,cold_seq]}" 'BEGIN { printf "\nsluice cold sequential: %.0f MB/s\n", b / s / 1e6 }'

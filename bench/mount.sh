@@ -2,15 +2,18 @@
 # bench/mount.sh - the FUSE mount against the limits of this machine, on the same data in the
 # same run: the page cache (the files read directly: the physical limit) and libfuse's own
 # passthrough_ll example (a FUSE file system that only passes calls on to the kernel: the FUSE
-# ceiling). All rows are hot: the data is in the page cache, and in sluice's cache.
+# ceiling), run twice: as it comes (every open drops the kernel's pages of the file, so every
+# read is a FUSE request) and with -o cache=always (the kernel keeps them between opens). All rows are hot: the data is in the page cache, and in sluice's cache.
 #
 #   ./bench/mount.sh build/sluice
 #   BIG=256M SMALL_COUNT=1000 LIST_KEYS=10000 RUNS=1 ./bench/mount.sh build/sluice   # quick
 #   MEMORY=128MiB ./bench/mount.sh build/sluice   # RAM an eighth of the file: the cache disk
 #
-# sluice runs twice: with metadata_ttl: -1 (an immutable dataset: the kernel keeps file pages
-# between opens, so a hot read is a page-cache read behind one FUSE open), and with a TTL
-# (every open reads through sluice's own cache: what a mutable dataset gets).
+# sluice mounts the directory with a 60 s metadata_ttl and is timed twice: as it runs (the
+# kernel keeps the pages of a file's version between opens, so a hot read is a page-cache read
+# behind one FUSE open), and with the kernel's pages of the files dropped before each run
+# (posix_fadvise DONTNEED, bench/dropcache.py), so that sluice answers every read itself from
+# its own cache: what a job gets whose data the kernel has let go.
 # Rows:
 #   1. sequential read of a BIG file (cat)
 #   2. 20,000 random 4 KiB and 5,000 random 128 KiB preads of it (seeded offsets, one open)
@@ -66,13 +69,13 @@ EOF
 sync
 
 
-P_MNT=$WORK/mnt-passthrough S_MNT=$WORK/mnt-sluice-immutable T_MNT=$WORK/mnt-sluice-ttl
-mkdir -p "$P_MNT" "$S_MNT" "$T_MNT"
-MOUNTS=("$P_MNT" "$S_MNT" "$T_MNT")
+P_MNT=$WORK/mnt-passthrough K_MNT=$WORK/mnt-passthrough-kept S_MNT=$WORK/mnt-sluice
+mkdir -p "$P_MNT" "$K_MNT" "$S_MNT"
+MOUNTS=("$P_MNT" "$K_MNT" "$S_MNT")
 # passthrough_ll holds a descriptor per inode it has looked up: room for the listing row.
 (ulimit -n 1048576 2>/dev/null || ulimit -n "$(ulimit -Hn)"; exec "$WORK/passthrough_ll" -o source="$DATA" "$P_MNT")
-for ttl in -1 60s; do
-    cat > "$WORK/sluice$ttl.yaml" <<EOF
+(ulimit -n 1048576 2>/dev/null || ulimit -n "$(ulimit -Hn)"; exec "$WORK/passthrough_ll" -o source="$DATA",cache=always "$K_MNT")
+cat > "$WORK/sluice.yaml" <<EOF
 cache:
   dir: $WORK/cache
   size: 8GiB
@@ -80,64 +83,78 @@ cache:
 mounts:
   /data:
     uri: file://$DATA
-    metadata_ttl: $ttl
+    metadata_ttl: 60s
 EOF
-done
-"$SLUICE" -c "$WORK/sluice-1.yaml" mount "$S_MNT"
-"$SLUICE" -c "$WORK/sluice60s.yaml" mount "$T_MNT"
+"$SLUICE" -c "$WORK/sluice.yaml" mount "$S_MNT"
 
-# median CMD: runs CMD RUNS times after one untimed pass (the hot caches); prints the median
-# seconds. A CMD that prints a number is timed by that number instead.
-median() {
-    local cmd=$1 times=() out t0
-    eval "$cmd" > /dev/null || { echo "bench: failed: $cmd" >&2; exit 1; }
-    for _ in $(seq "$RUNS"); do
-        t0=$(now)
-        out=$(eval "$cmd") || { echo "bench: failed: $cmd" >&2; exit 1; }
-        if [[ $out =~ ^[0-9.]+$ ]]; then times+=("$out"); else times+=("$(awk -v a="$(now)" -v b="$t0" 'BEGIN {print a - b}')"); fi
+MODES="pagecache passthrough passthrough_kept kept dropped"
+# root MODE: where MODE reads the files; prep MODE: what runs untimed before each of its runs.
+root() {
+    case $1 in
+        pagecache) echo "$DATA" ;;
+        passthrough) echo "$P_MNT" ;;
+        passthrough_kept) echo "$K_MNT" ;;
+        kept|dropped) echo "$S_MNT/data" ;;
+    esac
+}
+prep() { [ "$1" != dropped ] || /usr/bin/python3 "$HERE/dropcache.py" "$(root "$1")"; }
+
+# row KEY CMD: times CMD (which reads under $root) for every mode: one untimed pass each (the
+# hot caches), then RUNS rounds that time each mode in turn, so that a drift of the machine
+# shifts every mode alike; sets T[MODE,KEY] to the median seconds. A CMD that prints a number
+# is timed by that number instead.
+declare -A T
+row() {
+    local key=$1 cmd=$2 mode out t0 root
+    declare -A times
+    for mode in $MODES; do
+        root=$(root "$mode"); eval "$cmd" > /dev/null || { echo "bench: failed: $cmd" >&2; exit 1; }
     done
-    printf '%s\n' "${times[@]}" | sort -g | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'
+    for _ in $(seq "$RUNS"); do
+        for mode in $MODES; do
+            root=$(root "$mode"); prep "$mode"
+            t0=$(now)
+            out=$(eval "$cmd") || { echo "bench: failed: $cmd ($mode)" >&2; exit 1; }
+            [[ $out =~ ^[0-9.]+$ ]] || out=$(awk -v a="$(now)" -v b="$t0" 'BEGIN {print a - b}')
+            times[$mode]="${times[$mode]:-} $out"
+        done
+    done
+    for mode in $MODES; do
+        T[$mode,$key]=$(printf '%s\n' ${times[$mode]} | sort -g | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}')
+        echo "  $key $mode:${times[$mode]}" >&2
+    done
 }
 
-declare -A T
 BIG_BYTES=$(stat -c %s "$DATA/big.bin")
-for mode in pagecache passthrough immutable ttl; do
-    case $mode in
-        pagecache) root=$DATA ;;
-        passthrough) root=$P_MNT ;;
-        immutable) root=$S_MNT/data ;;
-        ttl) root=$T_MNT/data ;;
-    esac
-    echo "$mode..." >&2
-    T[$mode,seq]=$(median "cat $root/big.bin > /dev/null")
-    T[$mode,r4k]=$(median "/usr/bin/python3 $HERE/preads.py $root/big.bin 4096 20000")
-    T[$mode,r128k]=$(median "/usr/bin/python3 $HERE/preads.py $root/big.bin 131072 5000")
-    T[$mode,small]=$(median "find $root/small -type f -print0 | xargs -0 cat > /dev/null")
-    if [ $mode = passthrough ] && [ "$LIST_KEYS" -ge "$(ulimit -n)" ]; then
-        T[$mode,ls]=nan # it keeps a descriptor per inode: more entries than it may open
-    else
-        T[$mode,ls]=$(median "ls -lR $root/list > /dev/null")
-    fi
-    echo "  ${T[$mode,seq]} ${T[$mode,r4k]} ${T[$mode,r128k]} ${T[$mode,small]} ${T[$mode,ls]}" >&2
-done
+row seq 'cat $root/big.bin > /dev/null'
+row r4k '/usr/bin/python3 $HERE/preads.py $root/big.bin 4096 20000'
+row r128k '/usr/bin/python3 $HERE/preads.py $root/big.bin 131072 5000'
+row small 'find $root/small -type f -print0 | xargs -0 cat > /dev/null'
+if [ "$LIST_KEYS" -ge "$(ulimit -n)" ]; then
+    # passthrough_ll keeps a descriptor per inode: more entries than it may open.
+    MODES="pagecache kept dropped"
+    T[passthrough,ls]=nan T[passthrough_kept,ls]=nan
+fi
+row ls 'ls -lR $root/list > /dev/null'
 
 # The bytes: sluice's mounts serve exactly the file.
 want=$(sha256sum < "$DATA/big.bin")
-for m in "$S_MNT/data" "$T_MNT/data"; do
-    [ "$(sha256sum < "$m/big.bin")" = "$want" ] || { echo "bench: $m served wrong bytes" >&2; exit 1; }
-done
+/usr/bin/python3 "$HERE/dropcache.py" "$S_MNT/data/big.bin"
+[ "$(sha256sum < "$S_MNT/data/big.bin")" = "$want" ] || { echo "bench: sluice served wrong bytes" >&2; exit 1; }
 
 {
-echo "Hot, median of $RUNS runs, sluice with cache.memory $MEMORY; ratio = the limit's time / sluice's (1.00: as fast as the limit)."
+echo "Hot, median of $RUNS runs (each round times every column in turn), sluice with cache.memory $MEMORY; ratio = the limit's time / sluice's (1.00: as fast as the limit)."
 echo
-echo "| workload | page cache | passthrough_ll | sluice, metadata_ttl -1 | sluice, metadata_ttl 60s | sluice (-1, 60s) vs passthrough_ll |"
-echo "|---|---|---|---|---|---|"
+echo "| workload | page cache | passthrough_ll, cache=always | sluice | passthrough_ll | sluice, kernel's pages dropped | sluice over passthrough_ll (cache=always; dropped vs as it comes) |"
+echo "|---|---|---|---|---|---|---|"
 for row in "seq|sequential read, $BIG (cat)" "r4k|20,000 random 4 KiB preads" "r128k|5,000 random 128 KiB preads" "small|cat of $SMALL_COUNT x 100 KiB" "ls|ls -lR of $LIST_KEYS entries"; do
     k=${row%%|*}; name=${row#*|}
-    awk -v lim="$(ulimit -n)" -v n="$name" -v pc="${T[pagecache,$k]}" -v pt="${T[passthrough,$k]}" -v im="${T[immutable,$k]}" -v tt="${T[ttl,$k]}" \
-        'BEGIN { if (pt == "nan") printf "| %s | %.2f s | cannot (a descriptor per inode; limit %d) | %.2f s | %.2f s | %.2fx, %.2fx the page cache |\n", n, pc, lim, im, tt, pc / im, pc / tt;
-                 else printf "| %s | %.2f s | %.2f s | %.2f s | %.2f s | **%.2fx, %.2fx** |\n", n, pc, pt, im, tt, pt / im, pt / tt }'
+    awk -v lim="$(ulimit -n)" -v n="$name" -v pc="${T[pagecache,$k]}" -v pk="${T[passthrough_kept,$k]}" -v pt="${T[passthrough,$k]}" -v im="${T[kept,$k]}" -v tt="${T[dropped,$k]}" \
+        'BEGIN { if (pt == "nan") printf "| %s | %.2f s | cannot (a descriptor per inode; limit %d) | %.2f s | cannot | %.2f s | %.2fx, %.2fx the page cache |\n", n, pc, lim, im, tt, pc / im, pc / tt;
+                 else printf "| %s | %.2f s | %.2f s | %.2f s | %.2f s | %.2f s | **%.2fx, %.2fx** |\n", n, pc, pk, im, pt, tt, pk / im, pt / tt }'
 done
-awk -v b="$BIG_BYTES" -v pc="${T[pagecache,seq]}" -v im="${T[immutable,seq]}" -v tt="${T[ttl,seq]}" \
-    'BEGIN { printf "\nSequential: page cache %.0f MB/s, sluice %.0f MB/s (-1) and %.0f MB/s (60s).\n", b / pc / 1e6, b / im / 1e6, b / tt / 1e6 }'
+awk -v b="$BIG_BYTES" -v pc="${T[pagecache,seq]}" -v im="${T[kept,seq]}" -v tt="${T[dropped,seq]}" \
+    'BEGIN { printf "\nSequential: page cache %.0f MB/s, sluice %.0f MB/s (as it runs), %.0f MB/s (kernel pages dropped).\n", b / pc / 1e6, b / im / 1e6, b / tt / 1e6 }'
+awk -v pc="${T[pagecache,small]}" -v im="${T[kept,small]}" -v pc2="${T[pagecache,seq]}" -v im2="${T[kept,seq]}" \
+    'BEGIN { printf "sluice against the page cache (re-reads of unchanged files): sequential %.2f, small files %.2f.\n", pc2 / im2, pc / im }'
 }

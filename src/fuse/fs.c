@@ -6,11 +6,13 @@
  * kernel holds lookups on it (nlookup, given back by forget). Numbers count up from 2 (1 is the
  * root) and are never reused within a mount, so a stale number never names another file.
  *
- * Kernel caching follows the mount's metadata_ttl (sl_metadata_ttl): an immutable dataset (-1)
- * gets day-long attribute and entry timeouts and keep_cache (file pages stay in the kernel's
- * page cache from one open to the next); other mounts get their TTL as the timeouts and no
- * keep_cache, so a file opened again is read through sluice, which pins the store's current
- * version. Misses are cached as negative entries for the same time.
+ * Kernel caching. Attribute and entry timeouts follow the mount's metadata_ttl
+ * (sl_metadata_ttl): day-long for an immutable dataset (-1), the TTL otherwise; misses are
+ * cached as negative entries for the same time. File pages stay in the kernel's page cache
+ * from one open to the next (keep_cache) exactly when they are pages of the version the new
+ * open pins: every open asks sluice, which pins the store's current version (within the TTL),
+ * and a node remembers the version its cached pages are of (see cache_on_open). A hot file is
+ * then read at page-cache speed on any mount, and a changed one is never served old pages.
  *
  * Directories stream. An open directory has a lister thread running sl_list into a small ring
  * of entries; readdir takes from it as the kernel asks, so a directory of millions of keys is
@@ -51,6 +53,9 @@ struct node {
     uint64_t hash; /* of path */
     char *path;
     struct node *ino_next, *path_next;
+    /* The kernel's page cache of this inode (see cache_on_open): the version (hash) the last
+     * open pinned, 0 for none or a writer; gen counts the versions it has had. */
+    uint64_t version, gen;
 };
 
 struct fs {
@@ -663,8 +668,57 @@ static void op_readdirplus(fuse_req_t req, fuse_ino_t ino, size_t size, off_t of
 struct handle {
     sl_file_t *f;
     struct stage *stage;
-    bool write; /* opened for writing: its close uploads */
+    bool write;       /* opened for writing: its close uploads */
+    bool counted;     /* a reader of inode ino in its generation gen (cache_on_open) */
+    uint64_t gen;
+    fuse_ino_t ino;
 };
+
+/* The hash of what a version is: its string and size (never 0: 0 is no version). */
+static uint64_t version_hash(const sl_stat_t *st)
+{
+    uint64_t h = hash_path(st->version) ^ (st->size * 0x9E3779B97F4A7C15ULL);
+    return h ? h : 1;
+}
+
+/* Whether a new open of path, by a reader of version (0: a writer), may keep the kernel's
+ * cached pages of its inode; the kernel drops them otherwise. They are kept when the last open
+ * was of that version too. A reader is counted on h, in the node's generation: a newer version
+ * opened since makes it stale (cache_current), so that the inode's pages are only ever pages of
+ * the version last opened. */
+static bool cache_on_open(struct fs *fs, const char *path, uint64_t version, struct handle *h)
+{
+    bool keep = false;
+    pthread_mutex_lock(&fs->lock);
+    struct node *n = find_path(fs, path, hash_path(path));
+    if (n) {
+        keep = version && version == n->version;
+        if (version != n->version) {
+            n->version = version;
+            n->gen++;
+        }
+        if (version) {
+            h->counted = true;
+            h->gen = n->gen;
+            h->ino = n->ino;
+        }
+    }
+    pthread_mutex_unlock(&fs->lock);
+    return keep;
+}
+
+/* False when a newer version of h's file has been opened since h was (or it is being written):
+ * h's reads would bring pages of its older version into the inode's page cache, where the
+ * newer opens read. Such a handle reads no more (ESTALE: open the file again). */
+static bool cache_current(struct fs *fs, const struct handle *h)
+{
+    if (!h->counted) return true;
+    pthread_mutex_lock(&fs->lock);
+    struct node *n = find_ino(fs, h->ino);
+    bool current = !n || n->gen == h->gen;
+    pthread_mutex_unlock(&fs->lock);
+    return current;
+}
 
 static bool writing(const struct fuse_file_info *fi)
 {
@@ -697,9 +751,10 @@ static int open_handle(struct fs *fs, const char *path, struct fuse_file_info *f
         free(h);
         return rc;
     }
-    /* An immutable dataset's pages stay in the kernel between opens; a file being written is
-     * never kept (its bytes change under the cache). */
-    fi->keep_cache = !h->stage && timeout_of(fs, path) >= DAY_S;
+    /* The kernel keeps the pages it has of the version this open pinned; a file being written
+     * never (its bytes change under the cache). */
+    uint64_t version = h->f ? version_hash(sl_file_stat(h->f)) : 0;
+    fi->keep_cache = cache_on_open(fs, path, version, h);
     /* A reader's close has nothing to flush: no FLUSH round trip per file read. */
     fi->noflush = !h->write;
     fi->fh = (uintptr_t)h;
@@ -795,6 +850,10 @@ static void op_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
     int rc;
 
     (void)ino;
+    if (!cache_current(fs, h)) {
+        fuse_reply_err(req, ESTALE);
+        return;
+    }
     if (h->f) {
         sl_extent_t ext[READ_EXTENTS];
         int count;

@@ -562,6 +562,50 @@ class EdgeTest(MountCase):
             self.assertEqual(f.read(100), second[60 * PAGE:60 * PAGE + 100])
 
 
+    def test_kernel_keeps_the_pages_of_an_unchanged_version_only(self):
+        # A mount whose every open asks the store (file://: metadata_ttl 0).
+        data = self.make_file("k.bin", 6 * PAGE + 77)
+        mnt = self.mount()
+        path = os.path.join(mnt, "data", "k.bin")
+        self.assertEqual(read_file(path), data)
+        seen = self.settled_stats()
+        # Opened again, unchanged: the kernel's page cache answers, sluice sees no read.
+        self.assertEqual(read_file(path), data)
+        again = self.settled_stats()
+        self.assertEqual((again["hits"], again["misses"]), (seen["hits"], seen["misses"]))
+
+        def replace(content, stamp):
+            src = os.path.join(self.data, "k.bin")
+            with open(src + ".new", "wb") as f:
+                f.write(content)
+            os.utime(src + ".new", (stamp, stamp))
+            os.rename(src + ".new", src)
+
+        # Changed in the store (same size): the next open reads the new bytes, never old pages.
+        second = random_bytes(len(data), "k second")
+        replace(second, 1000)
+        self.assertEqual(read_file(path), second)
+        # A reader of that version still open when a newer one is opened reads no more: its
+        # reads would bring old pages into the cache the newer opens read from.
+        third = random_bytes(len(data), "k third")
+        with open(path, "rb") as old:
+            old.seek(PAGE)
+            self.assertEqual(old.read(100), second[PAGE:PAGE + 100])
+            replace(third, 2000)
+            with open(path, "rb") as new:
+                new.seek(4 * PAGE)
+                self.assertEqual(new.read(PAGE), third[4 * PAGE:5 * PAGE])
+                with self.assertRaises(OSError) as e:
+                    os.pread(old.fileno(), 100, 2 * PAGE)
+                self.assertEqual(e.exception.errno, errno.ESTALE)
+        self.assertEqual(read_file(path), third)
+        # Written through the mount: read back as written.
+        with open(path, "r+b") as f:
+            f.write(b"written here")
+        self.assertEqual(read_file(path), b"written here" + third[12:])
+        self.assertEqual(read_file(os.path.join(self.data, "k.bin")), b"written here" + third[12:])
+
+
 class S3MountTest(RemoteCase):
 
     def s3_and_tree(self, files, seed):
