@@ -248,6 +248,62 @@ typedef void (*sl_progress_cb)(void *arg, uint64_t done_bytes, uint64_t total_by
 SL_EXPORT int sl_load(sl_t *sl, const sl_load_item_t *items, size_t n, sl_progress_cb cb,
                       void *arg, size_t *failed);
 
+/* ---- exact-order prefetch ---- */
+
+typedef struct sl_order sl_order_t;
+
+typedef struct sl_order_options {
+    uint64_t budget_bytes; /* RAM the pages fetched ahead may hold; 0: half of cache.memory */
+    unsigned max_inflight; /* fetches in flight at most; 0: 64 (at most 256) */
+} sl_order_options_t;
+
+/* Starts fetching items (in the sense of sl_load) in exactly the order given, a bounded window
+ * ahead of the reader, and returns at once. The reader is whoever opens the items' files
+ * through sl (sl_file_open, a mount served by sl): opening item i's file moves the window past
+ * it. Pages fetched ahead are held in RAM until the reader has passed them, within the budget,
+ * so nothing about to be read is evicted for what is read later; they also go to the cache
+ * disk where there is room. Fetches in flight follow Little's law: the time a fetch takes
+ * times the rate the reader consumes items. Every path is resolved at once: one that no mount
+ * holds fails here, naming it; a file missing from its store is left to its reader. The caller
+ * owns *out and ends it with sl_order_stop(). items are copied. */
+SL_EXPORT int sl_order_start(sl_t *sl, const sl_load_item_t *items, size_t n,
+                             const sl_order_options_t *opts, sl_order_t **out);
+
+/* For a reader that does not open the items through sl: it has reached item i. */
+SL_EXPORT int sl_order_reached(sl_order_t *o, size_t i);
+
+typedef struct sl_order_stats {
+    size_t items;             /* in the order */
+    size_t position;          /* items the reader has passed */
+    size_t fetched;           /* items brought into RAM ahead of the reader */
+    size_t skipped;           /* items the reader reached before they were fetched */
+    size_t failed;            /* items that could not be fetched (left to the reader) */
+    uint64_t bytes;           /* bytes fetched ahead (from the store or the cache disk) */
+    uint64_t held_bytes;      /* bytes held in RAM for the reader now (the budget bounds those
+                                 of items it has not reached; those it passed are let go 16
+                                 items later) */
+    unsigned inflight;        /* fetches in flight now */
+    unsigned target_inflight; /* what Little's law asks for now */
+    double fetch_s;           /* time an item's fetch takes (moving average), seconds */
+    double rate;              /* items the reader consumes per second (moving average) */
+    int done;                 /* every item fetched or skipped */
+} sl_order_stats_t;
+
+SL_EXPORT int sl_order_stats(sl_order_t *o, sl_order_stats_t *out);
+
+/* Stops fetching (fetches in flight finish first) and lets go of what is held. Accepts NULL. */
+SL_EXPORT void sl_order_stop(sl_order_t *o);
+
+/* An order as text (what `sluice load --order` and a mount's .sluice/order take): one PATH per
+ * line, or PATH<TAB>OFFSET<TAB>LENGTH for a byte range (sizes as sl_parse_size() reads them);
+ * empty lines and lines starting with '#' are skipped. A path under prefix (where the
+ * namespace is mounted, or NULL) loses it: "/mnt/sl/imagenet/x.jpg" is "/imagenet/x.jpg". A bad
+ * line fails with SL_E_USAGE, and sl_errmsg() names it ("line 3: ..."). The caller frees
+ * *items with sl_order_items_free(). */
+SL_EXPORT int sl_order_parse(const char *text, size_t len, const char *prefix,
+                             sl_load_item_t **items, size_t *n);
+SL_EXPORT void sl_order_items_free(sl_load_item_t *items, size_t n);
+
 /* Drops every cached page of path (all versions); *freed_bytes gets what was released. */
 SL_EXPORT int sl_free(sl_t *sl, const char *path, uint64_t *freed_bytes);
 

@@ -34,6 +34,7 @@ int sl_open(const sl_options_t *opts, sl_t **out)
         goto fail;
     }
     if ((rc = sl__pool_create(SL_POOL_THREADS, &sl->pool)) < 0) goto fail;
+    if ((rc = sl__orders_init(&sl->orders)) < 0) goto fail;
     *out = sl;
     return 0;
 fail:
@@ -45,6 +46,7 @@ void sl_close(sl_t *sl)
 {
     if (!sl) return;
     sl__pool_destroy(sl->pool);
+    sl__orders_fini(sl->orders);
     sl__cache_close(sl->cache);
     sl__ns_close(sl->ns);
     sl__config_free(sl->cfg);

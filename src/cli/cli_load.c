@@ -53,43 +53,37 @@ static int walk_add(void *arg, const char *path, const sl_stat_t *st)
 static int read_order(const char *file, struct items *it)
 {
     FILE *f = strcmp(file, "-") == 0 ? stdin : fopen(file, "re");
-    char *line = NULL;
-    size_t cap = 0;
-    ssize_t len;
-    unsigned lineno = 0;
+    char *text = NULL;
+    size_t len = 0;
     int code = CLI_OK;
 
     if (!f) {
         fprintf(stderr, "sluice: load: --order %s: %s\n", file, strerror(errno));
         return CLI_FAIL;
     }
-    while ((len = getline(&line, &cap, f)) >= 0) {
-        lineno++;
-        while (len > 0 && (line[len - 1] == '\n' || line[len - 1] == '\r')) line[--len] = '\0';
-        if (len == 0 || line[0] == '#') continue;
-        uint64_t off = 0, length = UINT64_MAX;
-        char *tab = strchr(line, '\t');
-        if (tab) {
-            *tab = '\0';
-            char *off_s = tab + 1, *len_s = strchr(off_s, '\t');
-            if (len_s) *len_s++ = '\0';
-            const char *bad = sl_parse_size(off_s, &off) < 0                    ? off_s
-                              : len_s && sl_parse_size(len_s, &length) < 0 ? len_s
-                                                                              : NULL;
-            if (bad) {
-                fprintf(stderr, "sluice: load: %s:%u: expected PATH<TAB>OFFSET<TAB>LENGTH with "
-                                "byte counts, got '%s'\n", file, lineno, bad);
-                code = CLI_USAGE;
-                break;
-            }
-        }
-        if (add_item(it, line, off, length) < 0) {
-            code = cli_error(-ENOMEM, "load");
-            break;
-        }
-    }
-    free(line);
+    FILE *mem = open_memstream(&text, &len);
+    char buf[65536];
+    size_t got;
+    while (mem && (got = fread(buf, 1, sizeof(buf), f)) > 0) fwrite(buf, 1, got, mem);
+    bool failed = ferror(f) || !mem;
     if (f != stdin) fclose(f);
+    if (mem) fclose(mem);
+    if (failed) {
+        free(text);
+        fprintf(stderr, "sluice: load: --order %s: cannot read it\n", file);
+        return CLI_FAIL;
+    }
+    sl_load_item_t *v;
+    size_t n;
+    int rc = sl_order_parse(text, len, NULL, &v, &n);
+    free(text);
+    if (rc < 0) {
+        fprintf(stderr, "sluice: load: --order %s: %s\n", file, sl_errmsg(rc));
+        return rc == SL_E_USAGE ? CLI_USAGE : CLI_FAIL;
+    }
+    for (size_t i = 0; i < n && code == CLI_OK; i++)
+        if (add_item(it, v[i].path, v[i].offset, v[i].length) < 0) code = cli_error(-ENOMEM, "load");
+    sl_order_items_free(v, n);
     return code;
 }
 

@@ -41,6 +41,7 @@
 #include <unistd.h>
 
 #include "fuse/fs.h"
+#include "fuse/control.h"
 #include "fuse/stage.h"
 
 #define DAY_S 86400.0
@@ -64,6 +65,7 @@ struct fs {
     gid_t gid;
     struct timespec started; /* the time of entries whose store gives none (directories) */
     struct stages stages;    /* files being written */
+    struct control *control; /* MOUNT/.sluice/ (control.c) */
     pthread_mutex_t lock;
     struct node **by_ino, **by_path; /* nbuckets chains each */
     size_t nbuckets, count;
@@ -304,6 +306,7 @@ static char *join(const char *dir, const char *name)
 /* Metadata of path: a file being written is what its staged bytes are. */
 static int stat_path(struct fs *fs, const char *path, sl_stat_t *st)
 {
+    if (sl__control_path(path)) return sl__control_stat(path, st);
     struct stage *s = sl__stage_find(&fs->stages, path);
     if (!s) return sl_stat(fs->sl, path, st);
     struct timespec now;
@@ -478,7 +481,8 @@ static int dir_put(void *arg, const sl_dirent_t *ent)
 static void *dir_main(void *arg)
 {
     struct dir *d = arg;
-    int rc = sl_list(d->fs->sl, d->path, dir_put, d);
+    int rc = sl__control_path(d->path) ? sl__control_list(d->path, dir_put, d)
+                                       : sl_list(d->fs->sl, d->path, dir_put, d);
     if (rc < 0) fprintf(stderr, "sluice: %s\n", sl_errmsg(rc));
     pthread_mutex_lock(&d->lock);
     d->done = true;
@@ -668,6 +672,7 @@ static void op_readdirplus(fuse_req_t req, fuse_ino_t ino, size_t size, off_t of
 struct handle {
     sl_file_t *f;
     struct stage *stage;
+    struct control_file *control; /* a file of MOUNT/.sluice/ */
     bool write;       /* opened for writing: its close uploads */
     bool counted;     /* a reader of inode ino in its generation gen (cache_on_open) */
     uint64_t gen;
@@ -734,6 +739,16 @@ static int open_handle(struct fs *fs, const char *path, struct fuse_file_info *f
 
     if (!h) return -ENOMEM;
     h->write = create || writing(fi);
+    if (sl__control_path(path)) {
+        if (create || (rc = sl__control_open(fs->control, path, h->write, &h->control)) < 0) {
+            free(h);
+            return create ? -EACCES : rc;
+        }
+        fi->direct_io = 1; /* no size: reads and writes come to us as they are */
+        fi->fh = (uintptr_t)h;
+        *out = h;
+        return 0;
+    }
     char *uri = NULL;
     if (h->write && ((rc = sl_resolve(fs->sl, path, &uri)) < 0 || !uri)) {
         free(uri);
@@ -764,6 +779,7 @@ static int open_handle(struct fs *fs, const char *path, struct fuse_file_info *f
 
 static void close_handle(struct fs *fs, struct handle *h)
 {
+    sl__control_close(h->control);
     if (h->stage) sl__stage_release(&fs->stages, h->stage);
     sl_file_close(h->f);
     free(h);
@@ -854,6 +870,12 @@ static void op_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
         fuse_reply_err(req, ESTALE);
         return;
     }
+    if (h->control) {
+        char out[4096];
+        sl__control_read(h->control, out, size < sizeof(out) ? size : sizeof(out), (uint64_t)off, &n);
+        fuse_reply_buf(req, out, n);
+        return;
+    }
     if (h->f) {
         sl_extent_t ext[READ_EXTENTS];
         int count;
@@ -891,11 +913,12 @@ static void op_write(fuse_req_t req, fuse_ino_t ino, const char *buf, size_t siz
 {
     struct handle *h = (struct handle *)(uintptr_t)fi->fh;
     (void)ino;
-    if (!h->stage) {
+    if (!h->stage && !h->control) {
         fuse_reply_err(req, EBADF);
         return;
     }
-    int rc = sl__stage_write(h->stage, buf, size, (uint64_t)off);
+    int rc = h->control ? sl__control_write(h->control, buf, size, (uint64_t)off)
+                        : sl__stage_write(h->stage, buf, size, (uint64_t)off);
     if (rc < 0)
         fuse_reply_err(req, -rc);
     else
@@ -909,6 +932,11 @@ static void op_flush(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
     struct fs *fs = fuse_req_userdata(req);
     struct handle *h = (struct handle *)(uintptr_t)fi->fh;
     (void)ino;
+    if (h->control) {
+        int rc = sl__control_flush(fs->control, h->control);
+        fuse_reply_err(req, rc == 0 ? 0 : rc == -ENOMEM ? ENOMEM : EINVAL);
+        return;
+    }
     int rc = h->write ? sl__stage_upload(&fs->stages, h->stage) : 0;
     fuse_reply_err(req, rc < 0 ? EIO : 0);
 }
@@ -946,7 +974,7 @@ static void op_setattr(fuse_req_t req, fuse_ino_t ino, struct stat *attr, int to
         fuse_reply_err(req, ESTALE);
         return;
     }
-    if (to_set & FUSE_SET_ATTR_SIZE) {
+    if ((to_set & FUSE_SET_ATTR_SIZE) && !sl__control_path(path)) {
         struct handle *h = fi ? (struct handle *)(uintptr_t)fi->fh : NULL;
         struct stage *s = h && h->stage ? h->stage : NULL;
         bool own = !s;
@@ -1152,6 +1180,7 @@ int sl_fs_serve(sl_t *sl, const struct sl_fs_options *o)
         fprintf(stderr, "sluice: %d file(s) a stopped mount had written are in their stores "
                         "now%s\n", recovered, pending ? "; some are not yet (see above)" : "");
 
+    if ((rc = sl__control_init(sl, o->mountpoint, &fs.control)) < 0) goto out;
     rc = -EINVAL;
     if (!(se = fuse_session_new(&args, &ops, sizeof(ops), &fs))) {
         fprintf(stderr, "sluice: mount options '%s' not accepted (see above)\n",
@@ -1183,6 +1212,7 @@ int sl_fs_serve(sl_t *sl, const struct sl_fs_options *o)
 out:
     if (se) fuse_session_destroy(se);
     fuse_opt_free_args(&args);
+    sl__control_fini(fs.control); /* stops a running order: before the stages, which it reads */
     sl__stages_close(&fs.stages);
     fs_free(&fs);
     return rc;

@@ -443,7 +443,9 @@ int sl_file_pread(sl_file_t *f, void *buf, size_t len, uint64_t off, size_t *nre
 int sl_file_open(sl_t *sl, const char *path, sl_file_t **out)
 {
     sl__err_clear();
-    return sl__file_open(sl, path, out);
+    int rc = sl__file_open(sl, path, out);
+    if (rc == 0) sl__orders_opened(sl, (*out)->res.object_id);
+    return rc;
 }
 
 int sl_file_advise(sl_file_t *f, uint64_t off, uint64_t len, enum sl_advice advice)

@@ -18,6 +18,7 @@ struct sl {
     struct sl_md md;
     struct sl_pool *pool; /* read-ahead and loading */
     char *cache_dir;      /* NULL when the disk tier is off */
+    struct sl_orders *orders; /* exact-order prefetches running (order.c) */
 };
 
 #define SL_POOL_THREADS 16
@@ -63,6 +64,7 @@ struct sl_pin *sl__file_pin(struct sl_file *f);
 void sl__pin_ref(struct sl_pin *p);
 void sl__pin_put(struct sl_pin *p);
 
+/* Opens path for reading; unlike sl_file_open(), it is no reader's open for the orders. */
 int sl__file_open(struct sl *sl, const char *path, struct sl_file **out);
 /* Metadata of a namespace path or URI (directories of the namespace included). */
 int sl__path_stat(struct sl *sl, const char *path, sl_stat_t *st);
@@ -70,5 +72,12 @@ int sl__path_stat(struct sl *sl, const char *path, sl_stat_t *st);
 int sl__path_list(struct sl *sl, const char *path, sl_list_cb cb, void *arg);
 void sl__file_ref(struct sl_file *f);
 void sl__file_unref(struct sl_file *f);
+
+/* The orders of an instance (order.c). */
+struct sl_orders;
+int sl__orders_init(struct sl_orders **out);
+void sl__orders_fini(struct sl_orders *r); /* after every order was stopped; accepts NULL */
+/* A reader opened the object object_id: the orders that hold it move past it. */
+void sl__orders_opened(struct sl *sl, const char *object_id);
 
 #endif /* SL_IO_H */

@@ -633,6 +633,63 @@ class S3MountTest(RemoteCase):
         self.assertEqual(sha256_file(os.path.join(view, "large.bin")),
                          sha256_file(os.path.join(src, "large.bin")))
 
+    def front_gets(self, s3, prefix):
+        import urllib.request
+        with urllib.request.urlopen(f"{s3.url}/__front__/gets", timeout=10) as r:
+            return [k for k in json.loads(r.read()) if k.startswith(prefix)]
+
+    def test_epoch_order_through_the_control_file(self):
+        s3 = self.start_s3("data")
+        far = self.start_throttle(s3, latency_ms=20)
+        # 8 MiB of RAM: the prefetch may hold 4 MiB, 40 samples of 100 KiB.
+        self.config = self.s3_config(far, "s3://data", memory="8MiB",
+                                     extra_mount="metadata_ttl: -1")
+        src = os.path.join(self.tmp, "src")
+        os.makedirs(src)
+        names = [f"s{i:03d}.jpg" for i in range(120)]
+        for n in names:
+            with open(os.path.join(src, n), "wb") as f:
+                f.write(random_bytes(100 * 1024, n))
+        self.aws(s3, "s3", "sync", src, "s3://data/train", "--only-show-errors")
+        mnt = self.mount()
+        order = names[:]
+        random.Random(5).shuffle(order)
+        with open(os.path.join(mnt, ".sluice", "order"), "w") as f:
+            f.write("".join(f"{mnt}/s3/train/{n}\n" for n in order))
+        time.sleep(2)  # the window fills, and stops at the budget
+        ahead = len(self.front_gets(s3, "data/train/"))
+        self.assertGreaterEqual(ahead, 30, "fetched ahead of the reader")
+        self.assertLessEqual(ahead, 41, "no more than the budget ahead of the reader")
+        # The reader takes 10 ms a sample (its "compute"), slower than the store can deliver
+        # with a few fetches in flight: every sample is fetched ahead of it.
+        for k, n in enumerate(order):
+            with open(os.path.join(mnt, "s3", "train", n), "rb") as f:
+                self.assertEqual(f.read(), read_file(os.path.join(src, n)), n)
+            time.sleep(0.01)
+            if k == 59:
+                time.sleep(1)
+                self.assertLessEqual(len(self.front_gets(s3, "data/train/")), 60 + 41)
+        status = json.loads(read_file(os.path.join(mnt, ".sluice", "order")))
+        self.assertEqual((status["items"], status["position"]), (120, 120))
+        self.assertEqual((status["fetched"], status["skipped"]), (120, 0))
+        gets = self.front_gets(s3, "data/train/")
+        # Each sample fetched once (the reader's reads were all in RAM), in the order given
+        # but for fetches in flight together.
+        self.assertEqual(sorted(gets), sorted(f"data/train/{n}" for n in names))
+        rank = [order.index(g.rsplit("/", 1)[1]) for g in gets]
+        for k in range(1, len(rank)):
+            self.assertGreater(rank[k], max(rank[:k]) - 16, f"GET {k} out of order: {rank}")
+        # A bad order is refused at close, and names its line in the mount's log.
+        with self.assertRaises(OSError) as e:
+            with open(os.path.join(mnt, ".sluice", "order"), "w") as f:
+                f.write(f"{mnt}/s3/train/{names[0]}\t0\tlots\n")
+        self.assertEqual(e.exception.errno, errno.EINVAL)
+        with open(os.path.join(self.cache, "mount.log")) as f:
+            self.assertIn("line 1: expected PATH", f.read())
+        # The control folder is not in the root's listing (find and cp -r stay out of it).
+        self.assertNotIn(".sluice", os.listdir(mnt))
+        self.assertEqual(os.listdir(os.path.join(mnt, ".sluice")), ["order"])
+
     def test_writes_land_in_s3(self):
         s3, src = self.s3_and_tree(50, 5)
         mnt = self.mount()

@@ -10,7 +10,9 @@
 // Usage: node --openssl-legacy-provider s3front.js --dir DIR [--port N] [--bucket NAME]...
 // (s3rver's listing continuation tokens use DES, which OpenSSL 3 keeps in its legacy provider.)
 // Prints "PORT n" on stdout once it listens on 127.0.0.1 (port 0: any free port).
-// GET /__front__/stats answers the count of each S3 operation seen, as JSON.
+// GET /__front__/stats answers the count of each S3 operation seen, as JSON;
+// GET /__front__/gets the keys of the GetObject requests, in the order they came (the last
+// 100,000), as a JSON list of "bucket/key".
 // --refuse-part N answers UploadPart number N with a final 400 (to test aborted uploads).
 // Credentials it knows: S3RVER / S3RVER (s3rver's own) and the pairs of KEYS below.
 'use strict';
@@ -176,12 +178,17 @@ async function main() {
   const { port: backendPort } = await backend.run();
   const agent = new http.Agent({ keepAlive: true, maxSockets: 256 });
   const counts = { requests: 0, refused: 0 };
+  const gets = [];
   const refusePart = Number(arg('--refuse-part', 0));
 
   const front = http.createServer((req, res) => {
     if (req.url === '/__front__/stats') {
       res.writeHead(200, { 'Content-Type': 'application/json' });
       return res.end(JSON.stringify(counts));
+    }
+    if (req.url === '/__front__/gets') {
+      res.writeHead(200, { 'Content-Type': 'application/json' });
+      return res.end(JSON.stringify(gets));
     }
     const chunks = [];
     req.on('data', (c) => chunks.push(c));
@@ -193,6 +200,10 @@ async function main() {
       if (refusal) { counts.refused++; return xmlError(res, ...refusal); }
       const op = operation(req);
       counts[op] = (counts[op] || 0) + 1;
+      if (op === 'GetObject') {
+        if (gets.length >= 100000) gets.shift();
+        gets.push(decodeURIComponent(new URL(req.url, 'http://x').pathname.slice(1)));
+      }
       if (op === 'UploadPart' && refusePart && new RegExp(`partNumber=${refusePart}(&|$)`).test(req.url))
         return xmlError(res, 400, 'InvalidArgument', `Part ${refusePart} refused by the test front`);
       const up = http.request({ host: '127.0.0.1', port: backendPort, method: req.method, path: req.url,

@@ -1,0 +1,526 @@
+/*
+ * order.c - exact-order prefetch: a reader that knows the order it will read in (a training
+ * epoch's shuffled sample list) hands it over, and sluice fetches in exactly that order, a
+ * bounded window ahead of the reader.
+ *
+ * The reader is whoever opens the items' files through this sl (sl_file_open, and so every
+ * reader of a mount): an open of item i's file moves the reader's position past i
+ * (sl__orders_opened), and the window is [position, position + what the budget holds). A
+ * reader that reads some other way says where it is with sl_order_reached().
+ *
+ * Workers (threads of the order's own: a fetch blocks on the store for a request's latency)
+ * take the items in order. For each, the pages of its range are claimed and brought into RAM
+ * (from the store in runs, one request each, or from the cache disk: sl__cache_claim and
+ * sl__cache_prefetch, as read-ahead does), then held there by a reference until the reader
+ * has passed the item by RELEASE_LAG items: a page about to be read is never evicted for one
+ * read later, whatever the tiers' policies, since a held page cannot be evicted from RAM and
+ * pages on disk of items in the window are held in RAM too. Held pages count against the
+ * byte budget (a share of cache.memory), and a worker that would go past it waits for the
+ * reader. Pages fetched from the store are also written to the cache disk, where there is
+ * room (with the epoch policy, until it is full).
+ *
+ * How many fetches are in flight follows Little's law: the time a fetch takes times the rate
+ * at which the reader consumes items, plus one, between 2 and max_inflight. The reader's rate
+ * and the fetch time are moving averages, so the target follows a store that slows down or a
+ * reader that speeds up. Before the reader has moved, max_inflight / 4 are in flight.
+ *
+ * An item's state:
+ *
+ *     waiting --a worker takes it (i == next)--> fetching --pages held--> held
+ *        |                                                                    |
+ *        |                                         the reader passed it by RELEASE_LAG
+ *        |                                                                    v
+ *        +--the reader passed it before a worker took it (next jumps)----> released
+ *
+ * Locking: o->lock guards everything below it in struct sl_order; the orders registry's lock
+ * guards its list. Lock order: the registry's lock, then an order's. Neither is held across a
+ * fetch.
+ */
+#include <stdlib.h>
+#include <string.h>
+#include <xxhash.h>
+
+#include "io/io.h"
+
+/* Items the reader has passed whose pages stay held: readers of a mount (DataLoader workers)
+ * open several items at once and read them a little later. */
+#define RELEASE_LAG 16U
+#define DEFAULT_INFLIGHT 64U
+#define MAX_INFLIGHT 256U
+/* Weight of a new sample in the moving averages. */
+#define EWMA 0.2
+
+struct order_item {
+    char *path;
+    uint64_t offset, length;
+    uint64_t id_hash;   /* XXH3 of the object id: the key of the opened-file lookup */
+    char *object_id;
+    size_t next_same;   /* the next item of the same hash chain, SIZE_MAX at the end */
+    bool opened;        /* the reader opened it */
+    struct sl_page_ref *held;
+    unsigned nheld;
+    uint64_t held_bytes;
+};
+
+struct sl_order {
+    struct sl *sl;
+    struct sl_order *next_order; /* in the registry (its lock) */
+    size_t n;
+    struct order_item *items;
+    size_t *buckets; /* heads of the id hash chains */
+    size_t nbuckets;
+    unsigned nthreads;
+    pthread_t *threads;
+
+    pthread_mutex_t lock;
+    pthread_cond_t changed;
+    bool stopping;
+    size_t next;      /* the next item a worker takes */
+    size_t position;  /* items below it the reader has passed */
+    size_t released;  /* items below it hold nothing */
+    uint64_t held_bytes;  /* held by items at or past the position: what the budget bounds */
+    uint64_t passed_bytes; /* held by items the reader has passed (at most RELEASE_LAG) */
+    uint64_t budget, avg_item_bytes;
+    unsigned inflight, max_inflight;
+    double fetch_s;      /* moving average of an item's fetch time */
+    double rate;         /* items the reader consumes per second, moving average */
+    uint64_t rate_at_ns; /* when the position last moved */
+    size_t rate_at_pos;
+    sl_order_stats_t stats;
+};
+
+/* The fetches to keep in flight now (o->lock held). */
+static unsigned target_inflight(const struct sl_order *o)
+{
+    if (o->rate <= 0 || o->fetch_s <= 0) return SL_MAX(2U, o->max_inflight / 4);
+    double want = o->fetch_s * o->rate + 1.0;
+    if (want > o->max_inflight) return o->max_inflight;
+    return SL_MAX(2U, (unsigned)(want + 0.999));
+}
+
+/* Lets go of item i's pages (o->lock held; the releases take the RAM tier's lock, which is
+ * never taken before ours). */
+static void release_item(struct sl_order *o, size_t i)
+{
+    struct order_item *it = &o->items[i];
+    for (unsigned k = 0; k < it->nheld; k++) sl__cache_release(o->sl->cache, &it->held[k]);
+    free(it->held);
+    it->held = NULL;
+    it->nheld = 0;
+    if (i < o->position) o->passed_bytes -= it->held_bytes;
+    else o->held_bytes -= it->held_bytes;
+    it->held_bytes = 0;
+}
+
+/* Releases what the reader has passed by RELEASE_LAG (an item still being fetched is released
+ * by its worker when it is done), and skips items nobody took below the position (o->lock
+ * held). */
+static void release_passed(struct sl_order *o)
+{
+    size_t upto = o->position > RELEASE_LAG ? o->position - RELEASE_LAG : 0;
+    for (; o->released < upto; o->released++) release_item(o, o->released);
+    if (o->next < o->position) {
+        o->stats.skipped += o->position - o->next;
+        o->next = o->position;
+    }
+}
+
+/* Moves the reader's position past item i (o->lock held). */
+static void reached(struct sl_order *o, size_t i)
+{
+    if (i + 1 <= o->position) return;
+    uint64_t now = sl__mono_ns();
+    if (o->rate_at_ns) {
+        double dt = (double)(now - o->rate_at_ns) / 1e9;
+        if (dt > 1e-3) {
+            double r = (double)(i + 1 - o->rate_at_pos) / dt;
+            o->rate = o->rate > 0 ? (1 - EWMA) * o->rate + EWMA * r : r;
+            o->rate_at_ns = now;
+            o->rate_at_pos = i + 1;
+        }
+    } else {
+        o->rate_at_ns = now;
+        o->rate_at_pos = i + 1;
+    }
+    for (size_t j = o->position; j <= i; j++) { /* what they hold no longer counts as ahead */
+        o->held_bytes -= o->items[j].held_bytes;
+        o->passed_bytes += o->items[j].held_bytes;
+    }
+    o->position = i + 1;
+    o->stats.position = o->position;
+    release_passed(o);
+    pthread_cond_broadcast(&o->changed);
+}
+
+/* Fetches item i's pages into RAM and takes a reference on each; no lock held. Returns the
+ * references (the caller owns them) and their bytes; fails only for what the reader would
+ * meet too (a missing file), which leaves the item to the reader. */
+static int fetch_item(struct sl_order *o, const struct order_item *it, struct sl_page_ref **out,
+                      unsigned *nout, uint64_t *bytes)
+{
+    struct sl_file *f;
+    int rc = sl__file_open(o->sl, it->path, &f);
+    *out = NULL;
+    *nout = 0;
+    *bytes = 0;
+    if (rc < 0) return rc;
+    struct sl_pin *pin = sl__file_pin(f);
+    uint64_t ps = sl__cache_page_size(o->sl->cache), size = pin->obj.size;
+    uint64_t off = SL_MIN(it->offset, size);
+    uint64_t end = it->length > size - off ? size : off + it->length;
+    uint64_t first = off / ps, last = end > off ? (end - 1) / ps + 1 : first;
+    struct sl_page_ref *refs = last > first ? calloc(last - first, sizeof(*refs)) : NULL;
+    if (last > first && !refs) rc = -ENOMEM;
+
+    /* Claimed a run at a time (one store request each), then each page taken from RAM. */
+    for (uint64_t p = first; rc == 0 && p < last; p += SL_PREFETCH_MAX_PAGES) {
+        struct sl_prefetch pf;
+        unsigned count = (unsigned)SL_MIN((uint64_t)SL_PREFETCH_MAX_PAGES, last - p);
+        if (sl__cache_claim(o->sl->cache, &pin->obj, p, count, &pf))
+            sl__cache_prefetch(o->sl->cache, &pin->obj, &pf);
+    }
+    for (uint64_t p = first; rc == 0 && p < last; p++) {
+        struct sl_page_ref *r = &refs[*nout];
+        if (sl__cache_get(o->sl->cache, &pin->obj, p, SL_GET_PREFETCH, r) < 0) continue;
+        *bytes += r->len;
+        (*nout)++;
+    }
+    if (rc < 0) free(refs);
+    else *out = refs;
+    sl__pin_put(pin);
+    sl__file_unref(f);
+    return rc;
+}
+
+static void *worker(void *arg)
+{
+    struct sl_order *o = arg;
+
+    pthread_mutex_lock(&o->lock);
+    for (;;) {
+        release_passed(o);
+        bool room = o->held_bytes + (o->inflight + 1) * o->avg_item_bytes <= o->budget ||
+                    (o->inflight == 0 && o->held_bytes == 0);
+        if (o->stopping || o->next >= o->n) {
+            if (o->stopping || o->inflight == 0) break;
+            pthread_cond_wait(&o->changed, &o->lock);
+            continue;
+        }
+        if (o->inflight >= target_inflight(o) || !room) {
+            pthread_cond_wait(&o->changed, &o->lock);
+            continue;
+        }
+        size_t i = o->next++;
+        struct order_item *it = &o->items[i];
+        o->inflight++;
+        o->stats.inflight = o->inflight;
+        pthread_mutex_unlock(&o->lock);
+
+        uint64_t t0 = sl__mono_ns(), bytes;
+        struct sl_page_ref *refs;
+        unsigned nrefs;
+        int rc = fetch_item(o, it, &refs, &nrefs, &bytes);
+        double took = (double)(sl__mono_ns() - t0) / 1e9;
+
+        pthread_mutex_lock(&o->lock);
+        o->inflight--;
+        o->stats.inflight = o->inflight;
+        if (rc < 0) {
+            o->stats.failed++;
+        } else {
+            o->stats.fetched++;
+            o->stats.bytes += bytes;
+            o->fetch_s = o->fetch_s > 0 ? (1 - EWMA) * o->fetch_s + EWMA * took : took;
+            o->avg_item_bytes = o->avg_item_bytes ? (o->avg_item_bytes * 4 + bytes) / 5 : bytes;
+            it->held = refs;
+            it->nheld = nrefs;
+            it->held_bytes = bytes;
+            if (i < o->position) o->passed_bytes += bytes;
+            else o->held_bytes += bytes;
+            /* The reader may have passed it by the lag while it was fetched. */
+            if (i < o->released) release_item(o, i);
+        }
+        pthread_cond_broadcast(&o->changed);
+    }
+    pthread_mutex_unlock(&o->lock);
+    return NULL;
+}
+
+/* ---- the registry: which orders an open belongs to ---------------------------------------- */
+
+struct sl_orders {
+    pthread_mutex_t lock;
+    _Atomic unsigned count; /* orders in the list: an open with none looks no further */
+    struct sl_order *head;
+};
+
+int sl__orders_init(struct sl_orders **out)
+{
+    struct sl_orders *r = calloc(1, sizeof(*r));
+    if (!r) return -ENOMEM;
+    pthread_mutex_init(&r->lock, NULL);
+    atomic_init(&r->count, 0);
+    *out = r;
+    return 0;
+}
+
+void sl__orders_fini(struct sl_orders *r)
+{
+    if (!r) return;
+    pthread_mutex_destroy(&r->lock);
+    free(r);
+}
+
+void sl__orders_opened(struct sl *sl, const char *object_id)
+{
+    struct sl_orders *r = sl->orders;
+    if (atomic_load(&r->count) == 0) return;
+    uint64_t h = XXH3_64bits(object_id, strlen(object_id));
+    pthread_mutex_lock(&r->lock);
+    for (struct sl_order *o = r->head; o; o = o->next_order) {
+        pthread_mutex_lock(&o->lock);
+        /* The first item of this file the reader has not opened yet. */
+        for (size_t i = o->buckets[h & (o->nbuckets - 1)]; i != SIZE_MAX; i = o->items[i].next_same) {
+            struct order_item *it = &o->items[i];
+            if (it->id_hash != h || it->opened || strcmp(it->object_id, object_id) != 0) continue;
+            it->opened = true;
+            reached(o, i);
+            break;
+        }
+        pthread_mutex_unlock(&o->lock);
+    }
+    pthread_mutex_unlock(&r->lock);
+}
+
+/* ---- the public API ------------------------------------------------------------------------- */
+
+static void order_free(struct sl_order *o)
+{
+    for (size_t i = 0; i < o->n; i++) {
+        release_item(o, i);
+        free(o->items[i].path);
+        free(o->items[i].object_id);
+    }
+    free(o->items);
+    free(o->buckets);
+    free(o->threads);
+    pthread_cond_destroy(&o->changed);
+    pthread_mutex_destroy(&o->lock);
+    free(o);
+}
+
+int sl_order_start(sl_t *sl, const sl_load_item_t *items, size_t n,
+                   const sl_order_options_t *opts, sl_order_t **out)
+{
+    int rc = 0;
+
+    sl__err_clear();
+    *out = NULL;
+    struct sl_order *o = calloc(1, sizeof(*o));
+    if (!o) return -ENOMEM;
+    o->sl = sl;
+    o->n = n;
+    pthread_mutex_init(&o->lock, NULL);
+    pthread_cond_init(&o->changed, NULL);
+    o->budget = opts && opts->budget_bytes ? opts->budget_bytes : sl->cfg->cache_memory / 2;
+    unsigned max = opts && opts->max_inflight ? opts->max_inflight : DEFAULT_INFLIGHT;
+    o->max_inflight = SL_MIN(max, MAX_INFLIGHT);
+    o->nbuckets = 16;
+    while (o->nbuckets < n * 2) o->nbuckets *= 2;
+    o->items = calloc(n ? n : 1, sizeof(*o->items));
+    o->buckets = malloc(o->nbuckets * sizeof(*o->buckets));
+    if (!o->items || !o->buckets) {
+        rc = -ENOMEM;
+        goto fail;
+    }
+    for (size_t b = 0; b < o->nbuckets; b++) o->buckets[b] = SIZE_MAX;
+    o->stats.items = n;
+    o->avg_item_bytes = sl__cache_page_size(sl->cache); /* a guess until the first fetch */
+
+    /* Every path resolved now (no store is asked): a path no mount holds is named at once.
+     * Chains keep the items of one file in order: an open takes the first unopened one. */
+    size_t *tails = malloc(o->nbuckets * sizeof(*tails));
+    if (!tails) {
+        rc = -ENOMEM;
+        goto fail;
+    }
+    for (size_t i = 0; i < n; i++) {
+        struct order_item *it = &o->items[i];
+        struct sl_resolved res;
+        if ((rc = sl__ns_resolve(sl->ns, items[i].path, &res)) < 0) break;
+        if (!res.mount) {
+            rc = sl__err(-EISDIR, "%s: Is a directory", res.path);
+            sl__resolved_free(&res);
+            break;
+        }
+        it->path = sl__strdup(items[i].path);
+        it->object_id = res.object_id;
+        res.object_id = NULL;
+        sl__resolved_free(&res);
+        if (!it->path) {
+            rc = -ENOMEM;
+            break;
+        }
+        it->offset = items[i].offset;
+        it->length = items[i].length;
+        it->id_hash = XXH3_64bits(it->object_id, strlen(it->object_id));
+        it->next_same = SIZE_MAX;
+        size_t b = it->id_hash & (o->nbuckets - 1);
+        if (o->buckets[b] == SIZE_MAX) o->buckets[b] = i;
+        else o->items[tails[b]].next_same = i;
+        tails[b] = i;
+    }
+    free(tails);
+    if (rc < 0) goto fail;
+
+    o->nthreads = o->max_inflight;
+    if (!(o->threads = calloc(o->nthreads, sizeof(*o->threads)))) {
+        rc = -ENOMEM;
+        goto fail;
+    }
+    struct sl_orders *r = sl->orders;
+    pthread_mutex_lock(&r->lock);
+    o->next_order = r->head;
+    r->head = o;
+    atomic_fetch_add(&r->count, 1);
+    pthread_mutex_unlock(&r->lock);
+    for (unsigned t = 0; t < o->nthreads; t++) {
+        if (pthread_create(&o->threads[t], NULL, worker, o) != 0) {
+            o->nthreads = t; /* those started do the work */
+            break;
+        }
+    }
+    if (o->nthreads == 0) {
+        sl_order_stop(o);
+        return sl__err(-EAGAIN, "cannot start threads for the prefetch");
+    }
+    *out = o;
+    return 0;
+fail:
+    /* Items past the failure were never filled in; order_free frees what was. */
+    order_free(o);
+    return rc;
+}
+
+int sl_order_reached(sl_order_t *o, size_t i)
+{
+    if (i >= o->n) return SL_E_USAGE;
+    pthread_mutex_lock(&o->lock);
+    o->items[i].opened = true;
+    reached(o, i);
+    pthread_mutex_unlock(&o->lock);
+    return 0;
+}
+
+int sl_order_stats(sl_order_t *o, sl_order_stats_t *out)
+{
+    pthread_mutex_lock(&o->lock);
+    *out = o->stats;
+    out->held_bytes = o->held_bytes + o->passed_bytes;
+    out->target_inflight = target_inflight(o);
+    out->fetch_s = o->fetch_s;
+    out->rate = o->rate;
+    out->done = o->next >= o->n && o->inflight == 0;
+    pthread_mutex_unlock(&o->lock);
+    return 0;
+}
+
+void sl_order_stop(sl_order_t *o)
+{
+    if (!o) return;
+    struct sl_orders *r = o->sl->orders;
+    pthread_mutex_lock(&r->lock);
+    for (struct sl_order **p = &r->head; *p; p = &(*p)->next_order) {
+        if (*p == o) {
+            *p = o->next_order;
+            atomic_fetch_sub(&r->count, 1);
+            break;
+        }
+    }
+    pthread_mutex_unlock(&r->lock);
+    pthread_mutex_lock(&o->lock);
+    o->stopping = true;
+    pthread_cond_broadcast(&o->changed);
+    pthread_mutex_unlock(&o->lock);
+    for (unsigned t = 0; t < o->nthreads; t++) pthread_join(o->threads[t], NULL);
+    order_free(o);
+}
+
+/* ---- order lists as text --------------------------------------------------------------------- */
+
+void sl_order_items_free(sl_load_item_t *items, size_t n)
+{
+    for (size_t i = 0; items && i < n; i++) free((char *)items[i].path);
+    free(items);
+}
+
+int sl_order_parse(const char *text, size_t len, const char *prefix, sl_load_item_t **items,
+                   size_t *n)
+{
+    sl_load_item_t *v = NULL;
+    size_t count = 0, cap = 0, plen = prefix ? strlen(prefix) : 0;
+    unsigned lineno = 0;
+    int rc = 0;
+
+    sl__err_clear();
+    while (plen > 1 && prefix[plen - 1] == '/') plen--;
+    for (size_t at = 0; at < len && rc == 0;) {
+        const char *line = text + at, *nl = memchr(line, '\n', len - at);
+        size_t ll = nl ? (size_t)(nl - line) : len - at;
+        at += ll + (nl != NULL);
+        lineno++;
+        while (ll > 0 && line[ll - 1] == '\r') ll--;
+        if (ll == 0 || line[0] == '#') continue;
+        char *copy = malloc(ll + 2); /* room for a leading '/' */
+        if (!copy) {
+            rc = -ENOMEM;
+            break;
+        }
+        memcpy(copy, line, ll);
+        copy[ll] = '\0';
+        uint64_t off = 0, length = UINT64_MAX;
+        char *tab = strchr(copy, '\t');
+        if (tab) {
+            *tab = '\0';
+            char *off_s = tab + 1, *len_s = strchr(off_s, '\t');
+            if (len_s) *len_s++ = '\0';
+            const char *bad = sl_parse_size(off_s, &off) < 0                    ? off_s
+                              : len_s && sl_parse_size(len_s, &length) < 0 ? len_s
+                                                                              : NULL;
+            if (bad) {
+                rc = sl__err(SL_E_USAGE, "line %u: expected PATH or PATH<TAB>OFFSET<TAB>LENGTH "
+                                         "with byte counts, got '%s'", lineno, bad);
+                free(copy);
+                break;
+            }
+        }
+        /* A path under the prefix (where the namespace is mounted) is a namespace path. */
+        if (plen && strncmp(copy, prefix, plen) == 0 && (copy[plen] == '/' || !copy[plen]))
+            memmove(copy, copy + plen, strlen(copy + plen) + 1);
+        if (!copy[0]) {
+            rc = sl__err(SL_E_USAGE, "line %u: '%s' is the namespace's root, not a file", lineno,
+                         prefix);
+            free(copy);
+            break;
+        }
+        if (count == cap) {
+            size_t ncap = cap ? 2 * cap : 256;
+            sl_load_item_t *nv = realloc(v, ncap * sizeof(*nv));
+            if (!nv) {
+                free(copy);
+                rc = -ENOMEM;
+                break;
+            }
+            v = nv;
+            cap = ncap;
+        }
+        v[count++] = (sl_load_item_t){.path = copy, .offset = off, .length = length};
+    }
+    if (rc < 0) {
+        sl_order_items_free(v, count);
+        return rc;
+    }
+    *items = v;
+    *n = count;
+    return 0;
+}

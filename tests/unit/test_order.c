@@ -1,0 +1,213 @@
+/* test_order.c - exact-order prefetch: items fetched in exactly the order given, never more
+ * than the budget ahead of the reader, held in RAM until the reader has passed them (its reads
+ * are hits), items it skipped left alone, bad paths named at the start. Public API only. */
+#include "unit.h"
+
+#include <stdbool.h>
+#include <sys/stat.h>
+#include <time.h>
+
+#include "sluice.h"
+
+#define PAGE 4096
+#define NFILES 60
+#define FILE_PAGES 2
+
+struct fx {
+    char *tmp, *data, *config;
+    sl_t *sl;
+    char *paths[NFILES]; /* namespace paths, in the order of the epoch */
+    sl_load_item_t items[NFILES];
+};
+
+static void sleep_ms(long ms)
+{
+    nanosleep(&(struct timespec){ms / 1000, (ms % 1000) * 1000000L}, NULL);
+}
+
+static int setup(void **state)
+{
+    struct fx *f = calloc(1, sizeof(*f));
+    f->tmp = unit_tmpdir();
+    assert_non_null(f->tmp);
+    assert_true(asprintf(&f->data, "%s/data", f->tmp) > 0);
+    assert_true(asprintf(&f->config, "%s/sluice.yaml", f->tmp) > 0);
+    assert_int_equal(mkdir(f->data, 0755), 0);
+    char *yaml = NULL;
+    assert_true(asprintf(&yaml,
+                         "cache:\n  dir: %s/cache\n  size: 64MiB\n  memory: 4MiB\n"
+                         "  page_size: 4KiB\nmounts:\n  /d: file://%s\n",
+                         f->tmp, f->data) > 0);
+    assert_int_equal(unit_write_file(f->config, yaml, strlen(yaml)), 0);
+    free(yaml);
+    static uint8_t bytes[FILE_PAGES * PAGE];
+    for (int i = 0; i < NFILES; i++) {
+        char *p = NULL;
+        assert_true(asprintf(&p, "%s/s%03d.bin", f->data, i) > 0);
+        memset(bytes, i, sizeof(bytes));
+        assert_int_equal(unit_write_file(p, bytes, sizeof(bytes)), 0);
+        free(p);
+    }
+    /* A seeded shuffle: the epoch's order. */
+    int perm[NFILES];
+    for (int i = 0; i < NFILES; i++) perm[i] = i;
+    srand(7);
+    for (int i = NFILES - 1; i > 0; i--) {
+        int j = rand() % (i + 1), t = perm[i];
+        perm[i] = perm[j];
+        perm[j] = t;
+    }
+    for (int i = 0; i < NFILES; i++) {
+        assert_true(asprintf(&f->paths[i], "/d/s%03d.bin", perm[i]) > 0);
+        f->items[i] = (sl_load_item_t){.path = f->paths[i], .offset = 0, .length = UINT64_MAX};
+    }
+    sl_options_t o = {.config_path = f->config};
+    int rc = sl_open(&o, &f->sl);
+    if (rc) fail_msg("sl_open: %s", sl_errmsg(rc));
+    *state = f;
+    return 0;
+}
+
+static int teardown(void **state)
+{
+    struct fx *f = *state;
+    sl_close(f->sl);
+    unit_rmtree(f->tmp);
+    for (int i = 0; i < NFILES; i++) free(f->paths[i]);
+    free(f->data);
+    free(f->config);
+    free(f);
+    return 0;
+}
+
+/* Waits until the prefetch has nothing in flight and cannot go further. */
+static sl_order_stats_t settle(sl_order_t *o)
+{
+    sl_order_stats_t st, again;
+    assert_int_equal(sl_order_stats(o, &st), 0);
+    for (int i = 0; i < 2000; i++) {
+        sleep_ms(5);
+        assert_int_equal(sl_order_stats(o, &again), 0);
+        if (again.inflight == 0 && again.fetched == st.fetched && again.skipped == st.skipped &&
+            again.failed == st.failed)
+            return again;
+        st = again;
+    }
+    fail_msg("the prefetch did not settle");
+    return st;
+}
+
+static bool cached(struct fx *f, const char *path)
+{
+    sl_stat_t st;
+    uint64_t bytes;
+    assert_int_equal(sl_stat(f->sl, path, &st), 0);
+    assert_int_equal(sl_cached_bytes(f->sl, path, &st, &bytes), 0);
+    return bytes == st.size;
+}
+
+/* Opens and reads item i whole, as the reader; returns the bytes' value. */
+static int read_item(struct fx *f, int i)
+{
+    sl_file_t *h;
+    uint8_t buf[FILE_PAGES * PAGE];
+    size_t n;
+    assert_int_equal(sl_file_open(f->sl, f->paths[i], &h), 0);
+    assert_int_equal(sl_file_pread(h, buf, sizeof(buf), 0, &n), 0);
+    assert_int_equal(n, sizeof(buf));
+    sl_file_close(h);
+    return buf[0];
+}
+
+/* The items on the cache disk are always the first ones of the order, and at most the
+ * budget's worth past the reader. */
+static void fetched_in_order_within_the_budget(void **state)
+{
+    struct fx *f = *state;
+    enum { WINDOW = 8 }; /* items the budget holds */
+    sl_order_options_t opts = {.budget_bytes = WINDOW * FILE_PAGES * PAGE, .max_inflight = 4};
+    sl_order_t *o;
+    assert_int_equal(sl_order_start(f->sl, f->items, NFILES, &opts, &o), 0);
+
+    for (int pos = 0; pos <= 30; pos += 5) {
+        for (int i = pos - 5; pos > 0 && i < pos; i++)
+            assert_int_equal(read_item(f, i), atoi(f->paths[i] + strlen("/d/s")));
+        sl_order_stats_t st = settle(o);
+        assert_int_equal(st.position, (size_t)pos);
+        /* Each page fetched once, by the prefetch: the reader's reads found them in RAM. */
+        sl_cache_stats_t cs;
+        assert_int_equal(sl_cache_stats(f->sl, &cs), 0);
+        assert_int_equal(st.skipped, 0);
+        assert_int_equal(cs.misses, st.fetched * FILE_PAGES);
+        assert_int_equal(cs.ufs_bytes_read, st.fetched * FILE_PAGES * PAGE);
+        int ahead = 0;
+        bool gap = false;
+        for (int i = 0; i < NFILES; i++) {
+            bool c = cached(f, f->paths[i]);
+            if (c && gap) fail_msg("item %d is cached but an earlier one is not", i);
+            gap |= !c;
+            if (c && i >= pos) ahead++;
+        }
+        /* The window is full, and no fuller. */
+        assert_int_equal(ahead, WINDOW);
+        assert_true(st.held_bytes <= opts.budget_bytes + 16 * FILE_PAGES * PAGE);
+    }
+    sl_order_stop(o);
+}
+
+/* Items the reader passed before they were fetched are skipped; once it is past the end, every
+ * item is fetched or skipped and nothing stays held. */
+static void skipped_and_released(void **state)
+{
+    struct fx *f = *state;
+    sl_order_options_t opts = {.budget_bytes = 4 * FILE_PAGES * PAGE, .max_inflight = 2};
+    sl_order_t *o;
+    assert_int_equal(sl_order_start(f->sl, f->items, NFILES, &opts, &o), 0);
+    settle(o);
+    read_item(f, 40); /* a jump: items 4 to 39 were never fetched */
+    sl_order_stats_t st = settle(o);
+    assert_int_equal(st.position, 41);
+    assert_false(cached(f, f->paths[20]));
+    assert_true(st.skipped >= 30);
+    for (int i = 41; i < NFILES; i++) read_item(f, i);
+    st = settle(o);
+    assert_true(st.done);
+    assert_int_equal(st.fetched + st.skipped + st.failed, NFILES);
+    assert_int_equal(st.failed, 0);
+    sl_order_stop(o);
+}
+
+/* A missing file is left to its reader (who gets the error); the others are fetched. A path
+ * no mount holds is named at the start. */
+static void missing_and_bad_paths(void **state)
+{
+    struct fx *f = *state;
+    char *gone = NULL;
+    assert_true(asprintf(&gone, "%s/data%s", f->tmp, f->paths[1] + 2) > 0);
+    assert_int_equal(unlink(gone), 0);
+    free(gone);
+    sl_order_t *o;
+    assert_int_equal(sl_order_start(f->sl, f->items, 4, NULL, &o), 0);
+    sl_order_stats_t st = settle(o);
+    assert_int_equal(st.failed, 1);
+    assert_int_equal(st.fetched, 3);
+    assert_true(cached(f, f->paths[3]));
+    sl_order_stop(o);
+
+    sl_load_item_t bad[2] = {f->items[0], {.path = "/nomount/x.bin", .length = UINT64_MAX}};
+    int rc = sl_order_start(f->sl, bad, 2, NULL, &o);
+    assert_int_equal(rc, SL_E_NO_MOUNT);
+    assert_non_null(strstr(sl_errmsg(rc), "/nomount"));
+    assert_null(o);
+    sl_order_stop(NULL);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test_setup_teardown(fetched_in_order_within_the_budget, setup, teardown),
+        cmocka_unit_test_setup_teardown(skipped_and_released, setup, teardown),
+        cmocka_unit_test_setup_teardown(missing_and_bad_paths, setup, teardown),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
