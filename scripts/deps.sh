@@ -9,7 +9,8 @@ PKGS="gcc libc6-dev pkg-config meson ninja-build \
 libyaml-dev liblmdb-dev libxxhash-dev libjson-c-dev \
 libcurl4-openssl-dev libxml2-dev libssl-dev \
 libcmocka-dev libfuse3-dev fuse3 \
-python3 nginx awscli ca-certificates"
+python3 nginx awscli ca-certificates \
+python3-torch python3-fsspec python3-numpy"
 
 # Node.js runs the S3 test server (s3rver) and the throttling proxy. A machine may have its
 # own Node.js (nodesource, nvm): use it; otherwise Debian's.

@@ -202,12 +202,51 @@ static void missing_and_bad_paths(void **state)
     sl_order_stop(NULL);
 }
 
+/* Order lists as text: paths, ranges, comments, a mount point taken off, bad lines named. */
+static void order_text_parsed(void **state)
+{
+    (void)state;
+    static const char text[] = "# epoch 3\n"
+                               "/mnt/sl/d/a.jpg\n"
+                               "\n"
+                               "/d/b.parquet\t4KiB\t100\r\n"
+                               "/mnt/sl/d/c.bin\t7\n"
+                               "/mnt/slx/other";
+    sl_load_item_t *items;
+    size_t n;
+    assert_int_equal(sl_order_parse(text, strlen(text), "/mnt/sl/", &items, &n), 0);
+    assert_int_equal(n, 4);
+    assert_string_equal(items[0].path, "/d/a.jpg");
+    assert_int_equal(items[0].offset, 0);
+    assert_true(items[0].length == UINT64_MAX);
+    assert_string_equal(items[1].path, "/d/b.parquet");
+    assert_int_equal(items[1].offset, 4096);
+    assert_int_equal(items[1].length, 100);
+    assert_string_equal(items[2].path, "/d/c.bin");
+    assert_int_equal(items[2].offset, 7);
+    assert_true(items[2].length == UINT64_MAX);
+    assert_string_equal(items[3].path, "/mnt/slx/other"); /* not under the prefix */
+    sl_order_items_free(items, n);
+
+    static const char bad[] = "/d/a.jpg\n/d/b.jpg\tten\n";
+    int rc = sl_order_parse(bad, strlen(bad), NULL, &items, &n);
+    assert_int_equal(rc, SL_E_USAGE);
+    assert_non_null(strstr(sl_errmsg(rc), "line 2"));
+    assert_non_null(strstr(sl_errmsg(rc), "'ten'"));
+    rc = sl_order_parse("/mnt/sl\n", 8, "/mnt/sl", &items, &n);
+    assert_int_equal(rc, SL_E_USAGE);
+    assert_int_equal(sl_order_parse("", 0, NULL, &items, &n), 0);
+    assert_int_equal(n, 0);
+    sl_order_items_free(items, n);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_setup_teardown(fetched_in_order_within_the_budget, setup, teardown),
         cmocka_unit_test_setup_teardown(skipped_and_released, setup, teardown),
         cmocka_unit_test_setup_teardown(missing_and_bad_paths, setup, teardown),
+        cmocka_unit_test(order_text_parsed),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
