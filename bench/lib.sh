@@ -45,3 +45,25 @@ for i in range(list_keys):
     put(f"list/d{i % 100:03d}/k{i:07d}", [b""])
 PY
 }
+
+# s3rver_adopt SRC DIR: moves the files below SRC into s3rver's on-disk format under DIR (a
+# bucket's folder), keys relative to SRC.
+s3rver_adopt() {
+    /usr/bin/python3 - "$1" "$2" <<'PY'
+import hashlib, json, os, sys
+src, dst = sys.argv[1], sys.argv[2]
+for d, _, files in os.walk(src):
+    for name in files:
+        rel = os.path.relpath(os.path.join(d, name), src)
+        path = os.path.join(dst, rel)
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        md5 = hashlib.md5()
+        with open(os.path.join(d, name), "rb") as f:
+            for chunk in iter(lambda: f.read(1 << 22), b""):
+                md5.update(chunk)
+        os.rename(os.path.join(d, name), path + "._S3rver_object")
+        with open(path + "._S3rver_object.md5", "w") as f: f.write(md5.hexdigest())
+        with open(path + "._S3rver_metadata.json", "w") as f:
+            json.dump({"content-type": "application/octet-stream"}, f)
+PY
+}

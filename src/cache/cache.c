@@ -254,7 +254,9 @@ static void insert(struct sl_cache *c, const struct sl_object *o,
 static bool access_page(struct sl_cache *c, struct sl_mpage *mp, unsigned flags)
 {
     if (flags & SL_GET_PREFETCH) {
-        if (!(flags & SL_GET_NO_RAM)) mp->no_keep = false;
+        /* A read-ahead keeps what a warm-up would drop; a hold leaves it to the reader (one
+         * who has read the page already may have let it go). */
+        if (!(flags & (SL_GET_NO_RAM | SL_GET_HOLD))) mp->no_keep = false;
         return false;
     }
     mp->no_keep = (flags & SL_GET_NO_RAM) != 0;
@@ -366,9 +368,11 @@ again:
 }
 
 /* Fetches pages [first, first + n) of o, already LOADING in RAM as mps[], with one store
- * read; wakes their waiters, then writes them to disk. Drops our references. */
+ * read; wakes their waiters, then writes them to disk. Drops our references, or on success
+ * hands them over as holds[] when that is not NULL. */
 static void fetch_run(struct sl_cache *c, const struct sl_object *o, uint64_t first, unsigned n,
-                      struct sl_mpage **mps, const uint8_t (*keys)[SL_PAGE_KEY_LEN])
+                      struct sl_mpage **mps, const uint8_t (*keys)[SL_PAGE_KEY_LEN],
+                      struct sl_page_ref *holds)
 {
     struct iovec iov[SL_PREFETCH_MAX_PAGES];
     size_t total = 0, got = 0;
@@ -414,6 +418,12 @@ static void fetch_run(struct sl_cache *c, const struct sl_object *o, uint64_t fi
 
     /* Pinned by us and immutable: written down without holding any reader up. */
     if (c->disk) insert(c, o, keys, iov, n);
+    if (holds) {
+        for (unsigned i = 0; i < n; i++)
+            holds[i] = (struct sl_page_ref){.page = mps[i], .data = mps[i]->data,
+                                            .len = mps[i]->len, .fd = -1};
+        return;
+    }
     pthread_mutex_lock(&c->mem.lock);
     for (unsigned i = 0; i < n; i++) sl__mem_unref(&c->mem, mps[i]);
     pthread_mutex_unlock(&c->mem.lock);
@@ -453,20 +463,27 @@ bool sl__cache_claim(struct sl_cache *c, const struct sl_object *o, uint64_t fir
     return work;
 }
 
-void sl__cache_prefetch(struct sl_cache *c, const struct sl_object *o, struct sl_prefetch *pf)
+void sl__cache_prefetch(struct sl_cache *c, const struct sl_object *o, struct sl_prefetch *pf,
+                        struct sl_page_ref *holds)
 {
     for (unsigned i = 0; i < pf->n;) {
         if (!pf->mine[i]) {
-            struct sl_page_ref ref;
-            if (pf->on_disk[i] && sl__cache_get(c, o, pf->first + i, SL_GET_PREFETCH, &ref) == 0)
+            struct sl_page_ref ref = {.fd = -1};
+            bool get = pf->on_disk[i] || holds;
+            unsigned flags = SL_GET_PREFETCH | (holds ? SL_GET_HOLD : 0);
+            if (get && sl__cache_get(c, o, pf->first + i, flags, &ref) < 0) ref.page = NULL;
+            if (holds)
+                holds[i] = ref;
+            else if (get)
                 sl__cache_release(c, &ref);
             i++;
             continue;
         }
         unsigned run = 1;
         while (i + run < pf->n && pf->mine[i + run]) run++;
+        if (holds) memset(holds + i, 0, run * sizeof(*holds));
         fetch_run(c, o, pf->first + i, run, pf->mps + i,
-                  (const uint8_t(*)[SL_PAGE_KEY_LEN])pf->keys + i);
+                  (const uint8_t(*)[SL_PAGE_KEY_LEN])pf->keys + i, holds ? holds + i : NULL);
         i += run;
     }
 }

@@ -42,6 +42,8 @@ enum sl_get_flags {
     SL_GET_NO_RAM = 2,   /* do not keep the page in RAM once released (streamed, or warming disk) */
     SL_GET_FD = 4,       /* a page on disk and not in RAM may come as its page file's
                             descriptor, when RAM is full */
+    SL_GET_HOLD = 8,     /* with SL_GET_PREFETCH: a hold on a page for a reader to come (an
+                            exact-order prefetch); changes nothing of whether RAM keeps it */
 };
 
 /* Opens the cache of cfg: the RAM tier always, the disk tier in cfg->cache_dir when it can be
@@ -84,8 +86,11 @@ bool sl__cache_claim(struct sl_cache *c, const struct sl_object *o, uint64_t fir
 /* Brings what pf claimed into RAM: one store read per run of adjacent claimed pages (a stream
  * costs the store one request per run instead of one per page), then writes them to disk;
  * pages on disk are read from there. Errors are left for the reader (it fetches the page
- * again). */
-void sl__cache_prefetch(struct sl_cache *c, const struct sl_object *o, struct sl_prefetch *pf);
+ * again). With holds (pf->n of them), every page of pf is also held for the caller from the
+ * moment it is in RAM, so none can leave RAM before the caller lets go (sl__cache_release);
+ * a page that could not be had is a hold with page NULL. */
+void sl__cache_prefetch(struct sl_cache *c, const struct sl_object *o, struct sl_prefetch *pf,
+                        struct sl_page_ref *holds);
 
 /* True when the page is on disk already (for warming without reading it back). */
 bool sl__cache_on_disk(struct sl_cache *c, const struct sl_object *o, uint64_t index);

@@ -64,6 +64,8 @@ static const char help[] =
     "  --order-file FILE    write each epoch's order there first (a mount's .sluice/order)\n"
     "  --order              with a namespace --data: hand the order to sluice in-process\n"
     "  --store-bytes-cmd C  a shell command printing the bytes the store has sent so far\n"
+    "  --between-epochs C   a shell command to run before each epoch (e.g. drop the page cache,\n"
+    "                       so that a dataset smaller than RAM reads as a larger one would)\n"
     "  --mode NAME, --cache-fraction F   labels for the results (and F for floor_bytes)\n"
     "  --json               one JSON object per epoch per line\n"
     "  -h, --help           this help\n";
@@ -346,13 +348,32 @@ static int cmp_path(const void *a, const void *b)
     return strcmp(*(char *const *)a, *(char *const *)b);
 }
 
+/* mkdir -p */
+static int make_dirs(const char *dir)
+{
+    char *p = strdup(dir);
+    if (!p) return -ENOMEM;
+    int rc = 0;
+    for (char *s = p + 1; rc == 0; s++) {
+        if (*s != '/' && *s != '\0') continue;
+        char c = *s;
+        *s = '\0';
+        if (mkdir(p, 0755) < 0 && errno != EEXIST) rc = -errno;
+        *s = c;
+        if (!c) break;
+    }
+    free(p);
+    return rc;
+}
+
 static int make_dataset(const struct workload *w, const char *dir, double scale)
 {
     size_t n = (size_t)((double)w->files * scale + 0.5);
     char *buf = malloc(1 << 20);
     uint64_t s = 42;
     if (!buf) return cli_error(-ENOMEM, dir);
-    if (mkdir(dir, 0755) < 0 && errno != EEXIST) return cli_error(-errno, dir);
+    int rc = make_dirs(dir);
+    if (rc < 0) return cli_error(rc, dir);
     for (size_t i = 0; i < n; i++) {
         char sub[64], name[96];
         snprintf(sub, sizeof(sub), "%s/%03zu", dir, i / 1000);
@@ -380,7 +401,7 @@ static int make_dataset(const struct workload *w, const char *dir, double scale)
 /* ---- the command ------------------------------------------------------------------------------ */
 
 struct opts {
-    const char *data, *make, *order_file, *store_cmd, *mode;
+    const char *data, *make, *order_file, *store_cmd, *between, *mode;
     double scale, cache_fraction, compute, jitter;
     unsigned epochs, accelerators, readers, prefetch;
     uint64_t seed;
@@ -391,7 +412,19 @@ static int run_epoch(struct bench *b, const struct opts *o, unsigned epoch, sl_t
                      uint64_t dataset_bytes, struct json_object **out)
 {
     int code = CLI_OK;
+    if (o->between) {
+        int st = system(o->between);
+        if (st != 0) {
+            fprintf(stderr, "sluice: bench: --between-epochs '%s' failed (status %d)\n",
+                    o->between, st);
+            return CLI_FAIL;
+        }
+    }
     shuffle(b->perm, b->n, o->seed + epoch);
+    /* Counted from before the order is handed over: its fetches are the epoch's. */
+    sl_cache_stats_t before = {0}, after = {0};
+    bool have_stats = stats_sl && sl_cache_stats(stats_sl, &before) == 0;
+    int64_t store0 = store_bytes(o->store_cmd);
     sl_order_t *order = NULL;
     if (o->order_file) {
         FILE *f = fopen(o->order_file, "w");
@@ -417,9 +450,6 @@ static int run_epoch(struct bench *b, const struct opts *o, unsigned epoch, sl_t
     b->error = 0;
     atomic_store(&b->bytes_read, 0);
     memset(b->batch_read, 0, b->nbatches * sizeof(*b->batch_read));
-    sl_cache_stats_t before = {0}, after = {0};
-    bool have_stats = stats_sl && sl_cache_stats(stats_sl, &before) == 0;
-    int64_t store0 = store_bytes(o->store_cmd);
 
     double t0 = now_s();
     pthread_t *rt = calloc(b->readers, sizeof(*rt)), *at = calloc(b->accelerators, sizeof(*at));
@@ -517,7 +547,8 @@ int cli_bench(struct cli *cli, int argc, char **argv)
     argv++;
 
     enum { O_WORKLOAD = 256, O_DATA, O_MAKE, O_SCALE, O_EPOCHS, O_ACCEL, O_READERS, O_PREFETCH,
-           O_COMPUTE, O_JITTER, O_SEED, O_ORDER_FILE, O_ORDER, O_STORE, O_MODE, O_FRACTION, O_JSON };
+           O_COMPUTE, O_JITTER, O_SEED, O_ORDER_FILE, O_ORDER, O_STORE, O_MODE, O_FRACTION, O_JSON,
+           O_BETWEEN };
     static const struct option lopts[] = {
         {"workload", required_argument, NULL, O_WORKLOAD},
         {"data", required_argument, NULL, O_DATA},
@@ -536,6 +567,7 @@ int cli_bench(struct cli *cli, int argc, char **argv)
         {"mode", required_argument, NULL, O_MODE},
         {"cache-fraction", required_argument, NULL, O_FRACTION},
         {"json", no_argument, NULL, O_JSON},
+        {"between-epochs", required_argument, NULL, O_BETWEEN},
         {"help", no_argument, NULL, 'h'},
         {NULL, 0, NULL, 0}};
     struct opts o = {.scale = 1, .cache_fraction = 1, .compute = -1, .epochs = 3,
@@ -553,6 +585,7 @@ int cli_bench(struct cli *cli, int argc, char **argv)
         case O_ORDER_FILE: o.order_file = optarg; break;
         case O_ORDER: o.order = true; break;
         case O_STORE: o.store_cmd = optarg; break;
+        case O_BETWEEN: o.between = optarg; break;
         case O_MODE: o.mode = optarg; break;
         case O_JSON: o.json = true; break;
         case 'h': fputs(help, stdout); return CLI_OK;

@@ -196,7 +196,7 @@ static int ra_run(void *arg)
     struct ra_task *t = arg;
     struct sl_file *f = t->f;
 
-    sl__cache_prefetch(f->sl->cache, &t->pin->obj, &t->pf);
+    sl__cache_prefetch(f->sl->cache, &t->pin->obj, &t->pf, NULL);
     pthread_mutex_lock(&f->lock);
     f->ra_inflight--;
     if (t->pin == f->pin) pump(f, t->pin, 0); /* a finished run makes room for the next */
@@ -221,7 +221,7 @@ static bool submit_run(struct sl_file *f, struct sl_pin *pin, uint64_t first, un
     sl__pin_ref(pin);
     if (sl__pool_submit(f->sl->pool, &f->ra, ra_run, t) < 0) {
         /* Claimed: it must be fetched, here if no thread can take it. */
-        sl__cache_prefetch(f->sl->cache, &pin->obj, &t->pf);
+        sl__cache_prefetch(f->sl->cache, &pin->obj, &t->pf, NULL);
         ra_task_free(t);
         return false;
     }

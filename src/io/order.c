@@ -152,18 +152,28 @@ static void reached(struct sl_order *o, size_t i)
     pthread_cond_broadcast(&o->changed);
 }
 
-/* Fetches item i's pages into RAM and takes a reference on each; no lock held. Returns the
- * references (the caller owns them) and their bytes; fails only for what the reader would
- * meet too (a missing file), which leaves the item to the reader. */
-static int fetch_item(struct sl_order *o, const struct order_item *it, struct sl_page_ref **out,
-                      unsigned *nout, uint64_t *bytes)
+/* Fetches item i's pages into RAM and takes a reference on each; no lock held. Returns 0 and
+ * the references (the caller owns them) and their bytes; 1 if the reader passed the item
+ * first; or an error the reader would meet too (a missing file), which leaves it the item. */
+static int fetch_item(struct sl_order *o, size_t i, struct sl_page_ref **out, unsigned *nout,
+                      uint64_t *bytes)
 {
+    const struct order_item *it = &o->items[i];
     struct sl_file *f;
     int rc = sl__file_open(o->sl, it->path, &f);
     *out = NULL;
     *nout = 0;
     *bytes = 0;
     if (rc < 0) return rc;
+    /* The reader got here while the file was opened (a reader faster than the store): it
+     * reads the item itself, and a fetch now could only fetch what it has let go again. */
+    pthread_mutex_lock(&o->lock);
+    bool passed = i < o->position;
+    pthread_mutex_unlock(&o->lock);
+    if (passed) {
+        sl__file_unref(f);
+        return 1;
+    }
     struct sl_pin *pin = sl__file_pin(f);
     uint64_t ps = sl__cache_page_size(o->sl->cache), size = pin->obj.size;
     uint64_t off = SL_MIN(it->offset, size);
@@ -172,18 +182,20 @@ static int fetch_item(struct sl_order *o, const struct order_item *it, struct sl
     struct sl_page_ref *refs = last > first ? calloc(last - first, sizeof(*refs)) : NULL;
     if (last > first && !refs) rc = -ENOMEM;
 
-    /* Claimed a run at a time (one store request each), then each page taken from RAM. */
+    /* Claimed a run at a time (one store request each), each page held from the moment it is
+     * in RAM: a reader that reads it in between must not let it go before the hold. */
     for (uint64_t p = first; rc == 0 && p < last; p += SL_PREFETCH_MAX_PAGES) {
         struct sl_prefetch pf;
+        struct sl_page_ref holds[SL_PREFETCH_MAX_PAGES];
         unsigned count = (unsigned)SL_MIN((uint64_t)SL_PREFETCH_MAX_PAGES, last - p);
-        if (sl__cache_claim(o->sl->cache, &pin->obj, p, count, &pf))
-            sl__cache_prefetch(o->sl->cache, &pin->obj, &pf);
-    }
-    for (uint64_t p = first; rc == 0 && p < last; p++) {
-        struct sl_page_ref *r = &refs[*nout];
-        if (sl__cache_get(o->sl->cache, &pin->obj, p, SL_GET_PREFETCH, r) < 0) continue;
-        *bytes += r->len;
-        (*nout)++;
+        sl__cache_claim(o->sl->cache, &pin->obj, p, count, &pf);
+        sl__cache_prefetch(o->sl->cache, &pin->obj, &pf, holds);
+        for (unsigned k = 0; k < pf.n; k++) {
+            if (!holds[k].page) continue; /* a failed fetch: its reader fetches it */
+            refs[*nout] = holds[k];
+            *bytes += holds[k].len;
+            (*nout)++;
+        }
     }
     if (rc < 0) free(refs);
     else *out = refs;
@@ -219,7 +231,7 @@ static void *worker(void *arg)
         uint64_t t0 = sl__mono_ns(), bytes;
         struct sl_page_ref *refs;
         unsigned nrefs;
-        int rc = fetch_item(o, it, &refs, &nrefs, &bytes);
+        int rc = fetch_item(o, i, &refs, &nrefs, &bytes);
         double took = (double)(sl__mono_ns() - t0) / 1e9;
 
         pthread_mutex_lock(&o->lock);
@@ -227,6 +239,8 @@ static void *worker(void *arg)
         o->stats.inflight = o->inflight;
         if (rc < 0) {
             o->stats.failed++;
+        } else if (rc > 0) {
+            o->stats.skipped++;
         } else {
             o->stats.fetched++;
             o->stats.bytes += bytes;

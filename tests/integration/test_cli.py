@@ -8,7 +8,7 @@ import time
 
 from harness import read_file, SLUICE, MiB, PAGE, SluiceCase, main, sha256
 
-COMMANDS = ["ls", "stat", "cat", "cp", "load", "free", "cache"]
+COMMANDS = ["ls", "stat", "cat", "cp", "load", "free", "cache", "mount", "bench"]
 
 
 class CliTest(SluiceCase):
@@ -20,6 +20,7 @@ class CliTest(SluiceCase):
         for c in COMMANDS:
             r = self.sluice(c, "--help", config=None)
             self.assertIn(b"Usage: sluice " + c.encode(), r.stdout)
+        self.assertIn(b"Usage: sluice bench train", self.sluice("bench", "train", "--help", config=None).stdout)
         self.assertIn(b"sluice 0.", self.sluice("--version", config=None).stdout)
 
     def test_ls(self):
@@ -226,6 +227,46 @@ class CliTest(SluiceCase):
         self.assertIn(b"loaded", r.stderr)
         r = self.sluice("-q", "load", "/data/p.bin")
         self.assertEqual(r.stderr, b"")
+
+
+    def test_bench_train(self):
+        data = os.path.join(self.data, "resnet")
+        self.sluice("bench", "train", "--workload", "resnet-mini", "--make-dataset", data,
+                    "--scale", "0.002", config=None)
+        files = [os.path.join(d, f) for d, _, fs in os.walk(data) for f in fs]
+        self.assertEqual(len(files), 96)
+        self.assertEqual({os.path.getsize(f) for f in files}, {114660})
+        dataset = 96 * 114660
+        # In-process through the library, the order handed over: two epochs, one line each.
+        r = self.sluice("bench", "train", "--workload", "resnet-mini", "--data", f"file://{data}",
+                        "--epochs", "2", "--compute", "0.002", "--readers", "4", "--order",
+                        "--mode", "inproc", "--cache-fraction", "1", "--json")
+        lines = [json.loads(l) for l in r.stdout.decode().splitlines()]
+        self.assertEqual([l["epoch"] for l in lines], [1, 2])
+        for l in lines:
+            for k in ("workload", "mode", "cache_fraction", "epoch", "au", "hit_rate",
+                      "store_bytes", "floor_bytes", "p99_wait_s"):
+                self.assertIn(k, l)
+            self.assertTrue(0 <= l["au"] <= 1 and 0 <= l["hit_rate"] <= 1, l)
+            self.assertEqual((l["workload"], l["mode"], l["samples"]), ("resnet-mini", "inproc", 96))
+            self.assertEqual(l["bytes_read"], dataset)
+        self.assertEqual((lines[0]["store_bytes"], lines[0]["floor_bytes"]), (dataset, dataset))
+        self.assertEqual((lines[1]["store_bytes"], lines[1]["floor_bytes"]), (0, 0))
+        self.assertEqual(lines[1]["hit_rate"], 1.0)
+        # Bad input is named.
+        r = self.sluice("bench", "train", "--workload", "gpt5", "--data", data, expect=2)
+        self.assertErrorNames(r, "gpt5", "resnet-mini")
+        r = self.sluice("bench", "train", "--workload", "resnet-mini", "--data", data,
+                        "--scale", "2", expect=2)
+        self.assertErrorNames(r, "--scale", "'2'")
+        r = self.sluice("bench", "train", "--workload", "resnet-mini", "--data",
+                        os.path.join(self.tmp, "nothing"), expect=1)
+        self.assertErrorNames(r, "nothing")
+        r = self.sluice("bench", "train", "--workload", "resnet-mini", "--data", data,
+                        "--between-epochs", "exit 3", expect=1)
+        self.assertErrorNames(r, "--between-epochs", "exit 3")
+        r = self.sluice("bench", "nope", expect=2)
+        self.assertErrorNames(r, "nope")
 
 
 if __name__ == "__main__":

@@ -619,6 +619,49 @@ class S3MountTest(RemoteCase):
             f.write(random_bytes(40 * MiB + 5, "large"))
         return s3, src
 
+    def test_thousand_objects_and_a_gigabyte_by_hash(self):
+        # Written straight into s3rver's on-disk format (an object, its .md5 and metadata),
+        # which takes seconds where uploading 1 GiB would take a minute.
+        import hashlib
+        bucket = os.path.join(self.tmp, "s3rver", "data")
+        want = {}
+
+        def put(key, chunks):
+            path = os.path.join(bucket, key + "._S3rver_object")
+            os.makedirs(os.path.dirname(path), exist_ok=True)
+            md5, sha = hashlib.md5(), hashlib.sha256()
+            with open(path, "wb") as f:
+                for c in chunks:
+                    md5.update(c)
+                    sha.update(c)
+                    f.write(c)
+            with open(path + ".md5", "w") as f:
+                f.write(md5.hexdigest())
+            with open(os.path.join(bucket, key + "._S3rver_metadata.json"), "w") as f:
+                json.dump({"content-type": "application/octet-stream"}, f)
+            want[key] = sha.hexdigest()
+
+        for i in range(1000):
+            put(f"many/d{i % 10}/f{i:04d}.bin", [random_bytes(random.Random(i).randrange(1, 65536), i)])
+        size = 1024 * MiB + 777
+        put("big/g.bin", (random_bytes(min(64 * MiB, size - o), o) for o in range(0, size, 64 * MiB)))
+        s3 = self.start_s3("data")
+        self.config = self.s3_config(s3, "s3://data", size="2GiB")
+        mnt = self.mount()
+        got = {}
+        for d, _, files in os.walk(os.path.join(mnt, "s3")):
+            for n in files:
+                p = os.path.join(d, n)
+                got[os.path.relpath(p, os.path.join(mnt, "s3"))] = sha256_file(p)
+        self.assertEqual(got, want)
+        # And hot: every byte of the gigabyte from the cache.
+        before = self.settled_stats()["ufs_bytes_read"]
+        self.assertEqual(sha256_file(os.path.join(mnt, "s3", "big", "g.bin")), want["big/g.bin"])
+        self.assertEqual(self.settled_stats()["ufs_bytes_read"], before)
+
+    def settled_stats(self):
+        return MountCase.settled_stats(self)
+
     def test_objects_read_through_the_mount_equal_aws(self):
         s3, src = self.s3_and_tree(200, 3)
         self.aws(s3, "s3", "sync", src, "s3://data/set", "--only-show-errors")
