@@ -22,6 +22,8 @@ print("| workload | mode | cache | AU epoch 1 | AU epochs 2+ | hit rate 2+ | sto
 print("|---|---|---|---|---|---|---|---|")
 for (w, mode, frac), eps in runs.items():
     later = [e for e in eps if e["epoch"] >= 2] or eps
+    for e in eps:  # the bytes that did not come from the store (as `bench train` reports it)
+        e["hit_rate"] = 1 - min(e["store_bytes"], e["bytes_read"]) / e["bytes_read"]
     mean = lambda k: sum(e[k] for e in later) / len(later)
     cache = "-" if mode == "direct" else f"{frac * 100:.0f}%"
     print(f"| {w} | {mode} | {cache} | {eps[0]['au'] * 100:.1f}% | {mean('au') * 100:.1f}% | "

@@ -260,9 +260,9 @@ typedef struct sl_order_options {
 /* Starts fetching items (in the sense of sl_load) in exactly the order given, a bounded window
  * ahead of the reader, and returns at once. The reader is whoever opens the items' files
  * through sl (sl_file_open, a mount served by sl): opening item i's file moves the window past
- * it. Pages fetched ahead are held in RAM until the reader has passed them, within the budget,
- * so nothing about to be read is evicted for what is read later; they also go to the cache
- * disk where there is room. Fetches in flight follow Little's law: the time a fetch takes
+ * it, closing it lets its pages go. Pages fetched ahead are held in RAM until then, within the
+ * budget, so nothing about to be read is evicted for what is read later; they also go to the
+ * cache disk where there is room. Fetches in flight follow Little's law: the time a fetch takes
  * times the rate the reader consumes items. Every path is resolved at once: one that no mount
  * holds fails here, naming it; a file missing from its store is left to its reader. The caller
  * owns *out and ends it with sl_order_stop(). items are copied. */
@@ -280,8 +280,8 @@ typedef struct sl_order_stats {
     size_t failed;            /* items that could not be fetched (left to the reader) */
     uint64_t bytes;           /* bytes fetched ahead (from the store or the cache disk) */
     uint64_t held_bytes;      /* bytes held in RAM for the reader now (the budget bounds those
-                                 of items it has not reached; those it passed are let go 16
-                                 items later) */
+                                 of items it has not reached; an item is let go when it is read:
+                                 its file closed) */
     unsigned inflight;        /* fetches in flight now */
     unsigned target_inflight; /* what Little's law asks for now */
     double fetch_s;           /* time an item's fetch takes (moving average), seconds */

@@ -265,7 +265,7 @@ static bool access_page(struct sl_cache *c, struct sl_mpage *mp, unsigned flags)
         mp->fresh = false; /* its miss was counted when it was fetched */
         return false;
     }
-    return true;
+    return !(flags & SL_GET_AGAIN);
 }
 
 int sl__cache_get(struct sl_cache *c, const struct sl_object *o, uint64_t index, unsigned flags,
@@ -296,7 +296,7 @@ again:
         try_fd = false;
         pthread_mutex_unlock(&c->mem.lock);
         if (sl__disk_hold(c->disk, key, len, &ref->fd, &ref->fd_off) == 0) {
-            if (!(flags & SL_GET_PREFETCH)) {
+            if (!(flags & (SL_GET_PREFETCH | SL_GET_AGAIN))) {
                 sl__count(c->ctr, SL_CTR_HITS, 1);
                 note_disk_hit(c, key);
             }

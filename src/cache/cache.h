@@ -44,6 +44,8 @@ enum sl_get_flags {
                             descriptor, when RAM is full */
     SL_GET_HOLD = 8,     /* with SL_GET_PREFETCH: a hold on a page for a reader to come (an
                             exact-order prefetch); changes nothing of whether RAM keeps it */
+    SL_GET_AGAIN = 16,   /* the reader's read before took this page too: a page read in
+                            pieces (a mount's 128 KiB reads of 1 MiB) is one hit, not eight */
 };
 
 /* Opens the cache of cfg: the RAM tier always, the disk tier in cfg->cache_dir when it can be

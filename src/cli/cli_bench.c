@@ -521,16 +521,20 @@ static int run_epoch(struct bench *b, const struct opts *o, unsigned epoch, sl_t
     json_object_object_add(j, "epoch", json_object_new_int((int)epoch));
     json_object_object_add(j, "au", json_object_new_double(au));
     json_object_object_add(j, "stall_share", json_object_new_double(span > 0 ? 1 - au : 0));
+    /* The share of the bytes read that did not come from the store; and the cache's own
+     * figure, pages served from it over pages asked for. */
+    uint64_t rd = atomic_load(&b->bytes_read);
     json_object_object_add(j, "hit_rate",
-                           have_stats && hits + misses
-                               ? json_object_new_double((double)hits / (double)(hits + misses))
-                               : json_object_new_double(dataset_bytes ? 1.0 - (double)sb / (double)dataset_bytes : 0));
+                           json_object_new_double(rd ? 1.0 - (double)(sb < rd ? sb : rd) / (double)rd : 0));
+    if (have_stats && hits + misses)
+        json_object_object_add(j, "page_hit_rate",
+                               json_object_new_double((double)hits / (double)(hits + misses)));
     json_object_object_add(j, "store_bytes", cli_json_u64(sb));
     json_object_object_add(j, "floor_bytes", cli_json_u64(floor_bytes));
     json_object_object_add(j, "p99_wait_s", json_object_new_double(p99));
     json_object_object_add(j, "wall_s", json_object_new_double(wall));
     json_object_object_add(j, "samples", cli_json_u64(b->n));
-    json_object_object_add(j, "bytes_read", cli_json_u64(atomic_load(&b->bytes_read)));
+    json_object_object_add(j, "bytes_read", cli_json_u64(rd));
     *out = j;
     return code;
 }

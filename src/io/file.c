@@ -114,6 +114,7 @@ int sl__file_open(struct sl *sl, const char *path, struct sl_file **out)
     if (!f) return -ENOMEM;
     f->sl = sl;
     atomic_init(&f->refs, 1);
+    atomic_init(&f->last_page, 0);
     pthread_mutex_init(&f->lock, NULL);
     sl__group_init(&f->ra);
     if ((rc = sl__ns_resolve(sl->ns, path, &f->res)) < 0) goto fail;
@@ -333,7 +334,8 @@ static int map_pages(struct sl_file *f, struct sl_pin *pin, uint64_t off, uint64
          * 1 MiB page in 128 KiB reads, and dropping it at the first would read it from disk
          * (and check it) eight times. */
         uint64_t page_end = SL_MIN((idx + 1) * ps, pin->obj.size);
-        unsigned flags = SL_GET_FD | (stream && end >= page_end ? SL_GET_NO_RAM : 0);
+        unsigned flags = SL_GET_FD | (stream && end >= page_end ? SL_GET_NO_RAM : 0) |
+                         (idx + 1 == atomic_load(&f->last_page) ? SL_GET_AGAIN : 0);
         int rc = sl__cache_get(f->sl->cache, &pin->obj, idx, flags, &ref);
         if (rc < 0) {
             sl_unmap(f->sl, ext, *n);
@@ -349,6 +351,7 @@ static int map_pages(struct sl_file *f, struct sl_pin *pin, uint64_t off, uint64
             .fd_off = ref.fd_off + (from - pstart),
             .page = ref.page,
         };
+        atomic_store(&f->last_page, idx + 1);
     }
     return 0;
 }
@@ -470,6 +473,7 @@ const sl_stat_t *sl_file_stat(const sl_file_t *f)
 void sl_file_close(sl_file_t *f)
 {
     if (!f) return;
+    sl__orders_closed(f->sl, f->res.object_id);
     pthread_mutex_lock(&f->lock);
     f->closing = true; /* no more runs: what is in flight finishes */
     pthread_mutex_unlock(&f->lock);

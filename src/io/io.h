@@ -57,6 +57,7 @@ struct sl_file {
     enum sl_advice advice;
     uint64_t advice_end; /* SEQUENTIAL: read-ahead stops here */
     struct sl_task_group ra;
+    _Atomic uint64_t last_page; /* 1 + the last page the latest read took (0: none yet) */
 };
 
 /* The file's current pin, with a reference for the caller. */
@@ -79,5 +80,7 @@ int sl__orders_init(struct sl_orders **out);
 void sl__orders_fini(struct sl_orders *r); /* after every order was stopped; accepts NULL */
 /* A reader opened the object object_id: the orders that hold it move past it. */
 void sl__orders_opened(struct sl *sl, const char *object_id);
+/* ...and closed it: what they hold of it is let go. */
+void sl__orders_closed(struct sl *sl, const char *object_id);
 
 #endif /* SL_IO_H */

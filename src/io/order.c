@@ -11,10 +11,11 @@
  * Workers (threads of the order's own: a fetch blocks on the store for a request's latency)
  * take the items in order. For each, the pages of its range are claimed and brought into RAM
  * (from the store in runs, one request each, or from the cache disk: sl__cache_claim and
- * sl__cache_prefetch, as read-ahead does), then held there by a reference until the reader
- * has passed the item by RELEASE_LAG items: a page about to be read is never evicted for one
- * read later, whatever the tiers' policies, since a held page cannot be evicted from RAM and
- * pages on disk of items in the window are held in RAM too. Held pages count against the
+ * sl__cache_prefetch, as read-ahead does), held there by a reference from the moment each is
+ * in RAM until the reader has read the item (closed its file; or passed it by RELEASE_LAG
+ * items without opening it): a page about to be read is never evicted for one read later,
+ * whatever the tiers' policies, since a held page cannot be evicted from RAM and pages on disk
+ * of items in the window are held in RAM too. Held pages count against the
  * byte budget (a share of cache.memory), and a worker that would go past it waits for the
  * reader. Pages fetched from the store are also written to the cache disk, where there is
  * room (with the epoch policy, until it is full).
@@ -28,7 +29,7 @@
  *
  *     waiting --a worker takes it (i == next)--> fetching --pages held--> held
  *        |                                                                    |
- *        |                                         the reader passed it by RELEASE_LAG
+ *        |                       the reader closed it (or passed it by RELEASE_LAG unopened)
  *        |                                                                    v
  *        +--the reader passed it before a worker took it (next jumps)----> released
  *
@@ -57,6 +58,7 @@ struct order_item {
     char *object_id;
     size_t next_same;   /* the next item of the same hash chain, SIZE_MAX at the end */
     bool opened;        /* the reader opened it */
+    bool closed;        /* ...and closed it: it has read it */
     struct sl_page_ref *held;
     unsigned nheld;
     uint64_t held_bytes;
@@ -79,7 +81,7 @@ struct sl_order {
     size_t position;  /* items below it the reader has passed */
     size_t released;  /* items below it hold nothing */
     uint64_t held_bytes;  /* held by items at or past the position: what the budget bounds */
-    uint64_t passed_bytes; /* held by items the reader has passed (at most RELEASE_LAG) */
+    uint64_t passed_bytes; /* held by items the reader has passed and not yet read */
     uint64_t budget, avg_item_bytes;
     unsigned inflight, max_inflight;
     double fetch_s;      /* moving average of an item's fetch time */
@@ -112,13 +114,21 @@ static void release_item(struct sl_order *o, size_t i)
     it->held_bytes = 0;
 }
 
-/* Releases what the reader has passed by RELEASE_LAG (an item still being fetched is released
- * by its worker when it is done), and skips items nobody took below the position (o->lock
- * held). */
+/* Releases what the reader has passed (items below the position): an item it closed at once
+ * (sl__orders_closed); one it never opened once it is RELEASE_LAG items behind; one it has
+ * open only when what the passed items hold is more than the budget (a reader that keeps
+ * its files open). An item still being fetched is released by its worker. Also skips the
+ * items nobody took below the position (o->lock held). */
 static void release_passed(struct sl_order *o)
 {
     size_t upto = o->position > RELEASE_LAG ? o->position - RELEASE_LAG : 0;
-    for (; o->released < upto; o->released++) release_item(o, o->released);
+    while (o->released < o->position) {
+        const struct order_item *it = &o->items[o->released];
+        bool reading = it->opened && !it->closed;
+        if ((reading || o->released >= upto) && !it->closed && o->passed_bytes <= o->budget)
+            break;
+        release_item(o, o->released++);
+    }
     if (o->next < o->position) {
         o->stats.skipped += o->position - o->next;
         o->next = o->position;
@@ -251,8 +261,8 @@ static void *worker(void *arg)
             it->held_bytes = bytes;
             if (i < o->position) o->passed_bytes += bytes;
             else o->held_bytes += bytes;
-            /* The reader may have passed it by the lag while it was fetched. */
-            if (i < o->released) release_item(o, i);
+            /* The reader may have passed it, or read it, while it was fetched. */
+            if (i < o->released || it->closed) release_item(o, i);
         }
         pthread_cond_broadcast(&o->changed);
     }
@@ -285,7 +295,9 @@ void sl__orders_fini(struct sl_orders *r)
     free(r);
 }
 
-void sl__orders_opened(struct sl *sl, const char *object_id)
+/* A reader opened (opening) or closed object_id: in every order that holds it, the first item
+ * of that file not opened yet, or the first one open, is marked so. */
+static void reader_event(struct sl *sl, const char *object_id, bool opening)
 {
     struct sl_orders *r = sl->orders;
     if (atomic_load(&r->count) == 0) return;
@@ -293,17 +305,34 @@ void sl__orders_opened(struct sl *sl, const char *object_id)
     pthread_mutex_lock(&r->lock);
     for (struct sl_order *o = r->head; o; o = o->next_order) {
         pthread_mutex_lock(&o->lock);
-        /* The first item of this file the reader has not opened yet. */
         for (size_t i = o->buckets[h & (o->nbuckets - 1)]; i != SIZE_MAX; i = o->items[i].next_same) {
             struct order_item *it = &o->items[i];
-            if (it->id_hash != h || it->opened || strcmp(it->object_id, object_id) != 0) continue;
-            it->opened = true;
-            reached(o, i);
+            bool wanted = opening ? !it->opened : it->opened && !it->closed;
+            if (it->id_hash != h || !wanted || strcmp(it->object_id, object_id) != 0) continue;
+            if (opening) {
+                it->opened = true;
+                reached(o, i);
+            } else {
+                it->closed = true;
+                release_item(o, i); /* read: its pages are the reader's to keep or let go */
+                release_passed(o);
+                pthread_cond_broadcast(&o->changed);
+            }
             break;
         }
         pthread_mutex_unlock(&o->lock);
     }
     pthread_mutex_unlock(&r->lock);
+}
+
+void sl__orders_opened(struct sl *sl, const char *object_id)
+{
+    reader_event(sl, object_id, true);
+}
+
+void sl__orders_closed(struct sl *sl, const char *object_id)
+{
+    reader_event(sl, object_id, false);
 }
 
 /* ---- the public API ------------------------------------------------------------------------- */
