@@ -1,5 +1,5 @@
 # bench/lib.sh - what the benchmark scripts share. Source it after setting WORK (the run's temp
-# folder) and PIDS=() (servers to stop on exit).
+# folder) and PIDS=() (servers to stop on exit), or call s3_mounts_workdir.
 
 now() { date +%s.%N; }
 
@@ -66,4 +66,24 @@ for d, _, files in os.walk(src):
         with open(path + "._S3rver_metadata.json", "w") as f:
             json.dump({"content-type": "application/octet-stream"}, f)
 PY
+}
+
+# s3_mounts_workdir NAME: for a benchmark of mounts over the test S3 store: WORK, a temp folder
+# removed at exit once the mounts in it (WORK/mnt-*) are gone and the servers started with
+# `start` are stopped; HOME inside it, and the store's own key pair in the environment.
+s3_mounts_workdir() {
+    WORK=$(mktemp -d "${BENCH_TMPDIR:-/tmp}/sluice-bench-$1.XXXXXX")
+    PIDS=()
+    trap s3_mounts_cleanup EXIT
+    unset AWS_CA_BUNDLE AWS_PROFILE AWS_ENDPOINT_URL
+    export AWS_ACCESS_KEY_ID=S3RVER AWS_SECRET_ACCESS_KEY=S3RVER AWS_DEFAULT_REGION=us-east-1
+    export AWS_EC2_METADATA_DISABLED=true HOME="$WORK/home"
+    mkdir -p "$HOME"
+}
+s3_mounts_cleanup() {
+    for m in "$WORK"/mnt-*; do umount "$m" 2>/dev/null || umount -l "$m" 2>/dev/null || true; done
+    for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
+    # Never into a mount point still mounted: rm would delete through it.
+    grep -q " $WORK/mnt-" /proc/self/mounts && { echo "bench: mounts left in $WORK" >&2; return; }
+    rm -rf "$WORK"
 }

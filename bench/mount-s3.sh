@@ -38,21 +38,9 @@ for tool in node $(echo "$ONLY" | grep -ow 'rclone\|s3fs'); do
 done
 [ -d "$TOOLS/node_modules" ] || { echo "bench: run 'make deps' first (npm packages)" >&2; exit 1; }
 
-WORK=$(mktemp -d "${BENCH_TMPDIR:-/tmp}/sluice-bench-mount-s3.XXXXXX")
-PIDS=()
 . "$HERE/lib.sh"
-cleanup() {
-    for m in "$WORK"/mnt-*; do umount "$m" 2>/dev/null || umount -l "$m" 2>/dev/null || true; done
-    for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
-    grep -q " $WORK/mnt-" /proc/self/mounts && { echo "bench: mounts left in $WORK" >&2; return; }
-    rm -rf "$WORK"
-}
-trap cleanup EXIT
+s3_mounts_workdir mount-s3
 
-unset AWS_CA_BUNDLE AWS_PROFILE AWS_ENDPOINT_URL
-export AWS_ACCESS_KEY_ID=S3RVER AWS_SECRET_ACCESS_KEY=S3RVER AWS_DEFAULT_REGION=us-east-1
-export AWS_EC2_METADATA_DISABLED=true HOME="$WORK/home"
-mkdir -p "$HOME"
 
 echo "seeding (BIG=$BIG, $SMALL_COUNT x 100 KiB, $LIST_KEYS keys)..." >&2
 seed_s3rver "$WORK/s3rver/bench" "$BIG" "$SMALL_COUNT" "$LIST_KEYS"

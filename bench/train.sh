@@ -43,23 +43,11 @@ done
 [ "$(id -u)" = 0 ] || { echo "bench: run as root (it drops the page cache between epochs)" >&2; exit 1; }
 [ -d "$TOOLS/node_modules" ] || { echo "bench: run 'make deps' first (npm packages)" >&2; exit 1; }
 
-WORK=$(mktemp -d "${BENCH_TMPDIR:-/tmp}/sluice-bench-train.XXXXXX")
-PIDS=()
 . "$HERE/lib.sh"
-cleanup() {
-    for m in "$WORK"/mnt-*; do umount "$m" 2>/dev/null || umount -l "$m" 2>/dev/null || true; done
-    for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
-    grep -q " $WORK/mnt-" /proc/self/mounts && { echo "bench: mounts left in $WORK" >&2; return; }
-    rm -rf "$WORK"
-}
-trap cleanup EXIT
+s3_mounts_workdir train
 mkdir -p "$(dirname "$OUT")"
 : > "$OUT"
 
-unset AWS_CA_BUNDLE AWS_PROFILE AWS_ENDPOINT_URL
-export AWS_ACCESS_KEY_ID=S3RVER AWS_SECRET_ACCESS_KEY=S3RVER AWS_DEFAULT_REGION=us-east-1
-export AWS_EC2_METADATA_DISABLED=true HOME="$WORK/home"
-mkdir -p "$HOME"
 
 # The datasets, made by sluice itself and moved into s3rver's on-disk format (bench/lib.sh).
 echo "making the datasets..." >&2

@@ -727,8 +727,16 @@ class S3MountTest(RemoteCase):
             with open(os.path.join(mnt, ".sluice", "order"), "w") as f:
                 f.write(f"{mnt}/s3/train/{names[0]}\t0\tlots\n")
         self.assertEqual(e.exception.errno, errno.EINVAL)
+        # And so is a path no mount holds, named in the log; the order before goes on.
+        with self.assertRaises(OSError) as e:
+            with open(os.path.join(mnt, ".sluice", "order"), "w") as f:
+                f.write("/nowhere/x.jpg\n")
+        self.assertEqual(e.exception.errno, errno.EINVAL)
+        self.assertEqual(json.loads(read_file(os.path.join(mnt, ".sluice", "order")))["items"], 120)
         with open(os.path.join(self.cache, "mount.log")) as f:
-            self.assertIn("line 1: expected PATH", f.read())
+            log = f.read()
+        self.assertIn("line 1: expected PATH", log)
+        self.assertIn("/nowhere", log)
         # The control folder is not in the root's listing (find and cp -r stay out of it).
         self.assertNotIn(".sluice", os.listdir(mnt))
         self.assertEqual(os.listdir(os.path.join(mnt, ".sluice")), ["order"])
