@@ -211,6 +211,11 @@ struct sl_db *sl__cache_db(struct sl_cache *c)
     return sl__disk_db(c->disk);
 }
 
+struct sl_disk *sl__cache_disk(struct sl_cache *c)
+{
+    return c->disk;
+}
+
 /* Disk, then store. *from_store says which. */
 static int load(struct sl_cache *c, const struct sl_object *o, const uint8_t key[SL_PAGE_KEY_LEN],
                 uint64_t off, size_t len, uint8_t **out, bool *from_store)
@@ -266,6 +271,40 @@ static bool access_page(struct sl_cache *c, struct sl_mpage *mp, unsigned flags)
         return false;
     }
     return !(flags & SL_GET_AGAIN);
+}
+
+/* Brings page index of o, LOADING in RAM as mp (our reference), in from disk or the store,
+ * wakes its waiters, and writes a page from the store to disk. On failure the page is FAILED
+ * and our reference dropped; on success it is READY, still ours, and *hit says whether this
+ * access counts as a hit. */
+static int fill(struct sl_cache *c, const struct sl_object *o, uint64_t index,
+                struct sl_mpage *mp, const uint8_t key[SL_PAGE_KEY_LEN], unsigned flags,
+                bool *hit)
+{
+    uint64_t off = index * c->page_size;
+    size_t len = (size_t)SL_MIN((uint64_t)c->page_size, o->size - off);
+    uint8_t *data = NULL;
+    bool from_store = false;
+    int rc = load(c, o, key, off, len, &data, &from_store);
+
+    pthread_mutex_lock(&c->mem.lock);
+    if (rc < 0) {
+        sl__mem_set_failed(&c->mem, mp, rc);
+        sl__mem_unref(&c->mem, mp);
+        pthread_mutex_unlock(&c->mem.lock);
+        return rc;
+    }
+    sl__mem_set_ready(&c->mem, mp, data, len, o->policy);
+    mp->fresh = from_store;
+    *hit = access_page(c, mp, flags);
+    pthread_mutex_unlock(&c->mem.lock);
+
+    /* The page is pinned by us and immutable: write it down without holding anyone up. */
+    if (from_store && c->disk) {
+        struct iovec page = {data, len};
+        insert(c, o, (const uint8_t(*)[SL_PAGE_KEY_LEN])key, &page, 1);
+    }
+    return 0;
 }
 
 int sl__cache_get(struct sl_cache *c, const struct sl_object *o, uint64_t index, unsigned flags,
@@ -327,8 +366,6 @@ again:
         hit = access_page(c, mp, flags);
         pthread_mutex_unlock(&c->mem.lock);
     } else {
-        uint8_t *data = NULL;
-        bool from_store = false;
         mp = sl__mem_insert_loading(&c->mem, key, hash);
         if (!mp) {
             pthread_mutex_unlock(&c->mem.lock);
@@ -336,26 +373,8 @@ again:
         }
         mp->no_keep = (flags & SL_GET_NO_RAM) != 0;
         pthread_mutex_unlock(&c->mem.lock);
-
-        int rc = load(c, o, key, off, len, &data, &from_store);
-
-        pthread_mutex_lock(&c->mem.lock);
-        if (rc < 0) {
-            sl__mem_set_failed(&c->mem, mp, rc);
-            sl__mem_unref(&c->mem, mp);
-            pthread_mutex_unlock(&c->mem.lock);
-            return rc;
-        }
-        sl__mem_set_ready(&c->mem, mp, data, len, o->policy);
-        mp->fresh = from_store;
-        hit = access_page(c, mp, flags);
-        pthread_mutex_unlock(&c->mem.lock);
-
-        /* The page is pinned by us and immutable: write it down without holding anyone up. */
-        if (from_store && c->disk) {
-            struct iovec page = {data, len};
-            insert(c, o, (const uint8_t(*)[SL_PAGE_KEY_LEN])key, &page, 1);
-        }
+        int rc = fill(c, o, index, mp, key, flags, &hit);
+        if (rc < 0) return rc;
     }
     if (hit) {
         sl__count(c->ctr, SL_CTR_HITS, 1);
@@ -479,8 +498,29 @@ void sl__cache_prefetch(struct sl_cache *c, const struct sl_object *o, struct sl
             i++;
             continue;
         }
+        /* Not on disk when claimed, but a reader may have fetched it between that look and
+         * the claim (its page left RAM, for a stream, once it was on disk). Looked at again
+         * now that our LOADING page stands in RAM: nobody fetches it behind our back any
+         * more, so what is not on disk now is truly the store's. */
+        if (c->disk && sl__disk_contains(c->disk, pf->keys[i])) {
+            bool hit;
+            unsigned flags = SL_GET_PREFETCH | (holds ? SL_GET_HOLD : 0);
+            int rc = fill(c, o, pf->first + i, pf->mps[i], pf->keys[i], flags, &hit);
+            struct sl_mpage *mp = pf->mps[i];
+            struct sl_page_ref ref = {.fd = -1};
+            if (rc == 0) ref = (struct sl_page_ref){.page = mp, .data = mp->data, .len = mp->len,
+                                                    .fd = -1};
+            if (holds)
+                holds[i] = ref;
+            else
+                sl__cache_release(c, &ref);
+            i++;
+            continue;
+        }
         unsigned run = 1;
-        while (i + run < pf->n && pf->mine[i + run]) run++;
+        while (i + run < pf->n && pf->mine[i + run] &&
+               !(c->disk && sl__disk_contains(c->disk, pf->keys[i + run])))
+            run++;
         if (holds) memset(holds + i, 0, run * sizeof(*holds));
         fetch_run(c, o, pf->first + i, run, pf->mps + i,
                   (const uint8_t(*)[SL_PAGE_KEY_LEN])pf->keys + i, holds ? holds + i : NULL);

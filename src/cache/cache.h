@@ -55,6 +55,7 @@ void sl__cache_close(struct sl_cache *c);
 
 uint32_t sl__cache_page_size(const struct sl_cache *c);
 struct sl_db *sl__cache_db(struct sl_cache *c);       /* NULL without a disk tier */
+struct sl_disk *sl__cache_disk(struct sl_cache *c);   /* the same (tests write pages to it) */
 
 /* Page `index` of o, from RAM, disk or the store, in that order; concurrent callers for one page
  * share one fetch. The caller releases ref. */

@@ -244,6 +244,44 @@ static void second_get_is_a_hit(void **state)
     assert_int_equal(STAT(f, hits), 2);
 }
 
+/* A claimed page that reached disk before its fetch ran (another reader fetched it between the
+ * claim's look at the disk and its claim in RAM, and, a stream, let it leave RAM) is read from
+ * disk: each page comes from the store once. */
+static void claimed_page_on_disk_by_now_is_not_fetched_again(void **state)
+{
+    struct fx *f = *state;
+    cache_open(f);
+    struct sl_object o = object(f, SL_POLICY_S3FIFO);
+    struct sl_prefetch pf;
+    assert_true(sl__cache_claim(f->c, &o, 0, NPAGES, &pf));
+    assert_int_equal(pf.n, NPAGES);
+    for (unsigned i = 0; i < NPAGES; i++) assert_true(pf.mine[i]);
+    /* What the other reader wrote: pages 1 and 3, by their keys. */
+    for (unsigned i = 1; i <= 3; i += 2) {
+        uint8_t *buf = malloc(page_len(i));
+        assert_non_null(buf);
+        memcpy(buf, f->content + i * PAGE_SIZE, page_len(i));
+        struct iovec page = {buf, page_len(i)};
+        assert_int_equal(sl__disk_insert_run(sl__cache_disk(f->c),
+                                             (const uint8_t(*)[SL_PAGE_KEY_LEN])pf.keys[i],
+                                             o.policy, &page, 1), 0);
+        free(buf);
+    }
+    struct sl_page_ref holds[NPAGES];
+    sl__cache_prefetch(f->c, &o, &pf, holds);
+    for (unsigned i = 0; i < NPAGES; i++) {
+        assert_non_null(holds[i].page);
+        assert_int_equal(holds[i].len, page_len(i));
+        assert_memory_equal(holds[i].data, f->content + i * PAGE_SIZE, holds[i].len);
+        sl__cache_release(f->c, &holds[i]);
+    }
+    sl_cache_stats_t s = stats(f);
+    assert_int_equal(s.misses, NPAGES - 2);
+    assert_int_equal(s.ufs_requests, 3); /* pages 0, 2 and 4-5: one request per run */
+    for (uint64_t i = 0; i < NPAGES; i++) get_check(f, &o, i, 0, f->content);
+    assert_int_equal(STAT(f, misses), NPAGES - 2);
+}
+
 /* With RAM too small for the file, pages come back from disk: hits, no store reads. */
 static void pages_evicted_from_ram_come_from_disk(void **state)
 {
@@ -689,6 +727,7 @@ int main(void)
         CASE(second_get_is_a_hit),
         CASE(pages_evicted_from_ram_come_from_disk),
         CASE(single_flight),
+        CASE(claimed_page_on_disk_by_now_is_not_fetched_again),
         CASE(reopened_cache_serves_from_disk),
         CASE(corrupted_page_is_refetched),
         CASE(new_version_never_gets_old_pages),
