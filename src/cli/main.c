@@ -21,6 +21,7 @@ static const struct cli_command commands[] = {
     {"cache", cli_cache, "the cache's figures (cache stats)"},
     {"mount", cli_mount, "the namespace as a file system (FUSE)"},
     {"umount", cli_umount, "unmount a sluice mount"},
+    {"run", cli_run, "run a pipeline (pipeline.yaml): stages, caching, retries"},
     {"bench", cli_bench, "built-in benchmarks (bench train: simulated training)"},
 };
 

@@ -24,6 +24,7 @@
 #include <yaml.h>
 
 #include "core/core.h"
+#include "core/yaml.h"
 
 #define CONFIG_MAX_BYTES (4U << 20)
 
@@ -46,6 +47,27 @@ static int perr(struct parse *p, const yaml_node_t *n, const char *fmt, ...)
                    n->start_mark.column + 1, msg);
 }
 
+int sl__yaml_load(const char *name, const char *text, size_t len, yaml_document_t *doc)
+{
+    yaml_parser_t parser;
+    int rc = 0;
+    if (!yaml_parser_initialize(&parser)) return -ENOMEM;
+    yaml_parser_set_input_string(&parser, (const unsigned char *)text, len);
+    if (!yaml_parser_load(&parser, doc)) {
+        /* Where it was noticed, and where the construct it concerns began (an unclosed '['
+         * is noticed at the end of the file; the user needs the '['). */
+        yaml_mark_t mk = parser.problem_mark, cm = parser.context_mark;
+        char ctx[160] = "";
+        if (parser.context)
+            snprintf(ctx, sizeof(ctx), " (%s that starts at %zu:%zu)", parser.context,
+                     cm.line + 1, cm.column + 1);
+        rc = sl__err(SL_E_CONFIG, "%s:%zu:%zu: invalid YAML: %s%s", name, mk.line + 1,
+                     mk.column + 1, parser.problem ? parser.problem : "cannot parse", ctx);
+    }
+    yaml_parser_delete(&parser);
+    return rc;
+}
+
 const char *sl__policy_name(enum sl_policy pol)
 {
     switch (pol) {
@@ -62,30 +84,11 @@ const char *sl__policy_name(enum sl_policy pol)
 
 static char *expand_raw(struct parse *p, const char *s);
 
-static const char *node_kind(const yaml_node_t *n)
-{
-    switch (n->type) {
-    case YAML_SCALAR_NODE:
-        return n->data.scalar.length ? "a value" : "nothing";
-    case YAML_SEQUENCE_NODE:
-        return "a list";
-    case YAML_MAPPING_NODE:
-        return "a mapping";
-    default:
-        return "nothing";
-    }
-}
-
-static const char *scalar(const yaml_node_t *n)
-{
-    return n && n->type == YAML_SCALAR_NODE ? (const char *)n->data.scalar.value : NULL;
-}
-
 static int want_scalar(struct parse *p, const yaml_node_t *n, const char *key, const char *what,
                        const char **out)
 {
-    const char *s = scalar(n);
-    if (!s || !*s) return perr(p, n, "%s: expected %s, got %s", key, what, node_kind(n));
+    const char *s = sl__yaml_scalar(n);
+    if (!s || !*s) return perr(p, n, "%s: expected %s, got %s", key, what, sl__yaml_kind(n));
     *out = s;
     return 0;
 }
@@ -93,7 +96,7 @@ static int want_scalar(struct parse *p, const yaml_node_t *n, const char *key, c
 static int want_mapping(struct parse *p, const yaml_node_t *n, const char *key)
 {
     if (n->type != YAML_MAPPING_NODE)
-        return perr(p, n, "%s: expected a mapping of keys, got %s", key, node_kind(n));
+        return perr(p, n, "%s: expected a mapping of keys, got %s", key, sl__yaml_kind(n));
     return 0;
 }
 
@@ -102,11 +105,11 @@ static int no_duplicate(struct parse *p, yaml_node_t *map, yaml_node_pair_t *pai
                         const char *where)
 {
     yaml_node_t *k = yaml_document_get_node(&p->doc, pair->key);
-    const char *key = scalar(k);
+    const char *key = sl__yaml_scalar(k);
     if (!key) return 0;
     for (yaml_node_pair_t *q = map->data.mapping.pairs.start; q < pair; q++) {
         yaml_node_t *qk = yaml_document_get_node(&p->doc, q->key);
-        const char *other = scalar(qk);
+        const char *other = sl__yaml_scalar(qk);
         if (other && strcmp(other, key) == 0)
             return perr(p, k, "%s%s'%s' is given twice (first at line %zu)", where,
                         *where ? ": " : "", key, qk->start_mark.line + 1);
@@ -160,7 +163,7 @@ static int parse_cache(struct parse *p, yaml_node_t *map)
          pair < map->data.mapping.pairs.top; pair++) {
         yaml_node_t *k = yaml_document_get_node(&p->doc, pair->key);
         yaml_node_t *v = yaml_document_get_node(&p->doc, pair->value);
-        const char *key = scalar(k);
+        const char *key = sl__yaml_scalar(k);
         if (!key) return perr(p, k, "cache: expected a key (one of %s)", known);
         if ((rc = no_duplicate(p, map, pair, "cache"))) return rc;
 
@@ -180,7 +183,7 @@ static int parse_cache(struct parse *p, yaml_node_t *map)
             if ((rc = parse_size(p, v, "cache.page_size", &ps))) return rc;
             if (ps < SL_MIN_PAGE_SIZE || ps > SL_MAX_PAGE_SIZE || (ps & (ps - 1)))
                 return perr(p, v, "cache.page_size: expected a power of two from 4KiB to 64MiB, "
-                                  "got '%s'", scalar(v));
+                                  "got '%s'", sl__yaml_scalar(v));
             p->cfg->page_size = (uint32_t)ps;
         } else {
             return perr(p, k, "cache: unknown key '%s' (expected one of %s)", key, known);
@@ -232,7 +235,7 @@ static int parse_mount(struct parse *p, yaml_node_t *k, yaml_node_t *v, struct s
     static const char *const known =
         "uri, endpoint, region, policy, metadata_ttl, access_key, secret_key, concurrency, "
         "part_size, retries, retry_time, addressing";
-    const char *path = scalar(k);
+    const char *path = sl__yaml_scalar(k);
     int rc;
 
     if (!path || !*path) return perr(p, k, "mounts: expected a namespace path such as /data");
@@ -252,13 +255,13 @@ static int parse_mount(struct parse *p, yaml_node_t *k, yaml_node_t *v, struct s
     }
     if (v->type != YAML_MAPPING_NODE)
         return perr(p, v, "mounts: %s: expected a URI or a mapping with 'uri:', got %s", path,
-                    node_kind(v));
+                    sl__yaml_kind(v));
 
     for (yaml_node_pair_t *pair = v->data.mapping.pairs.start; pair < v->data.mapping.pairs.top;
          pair++) {
         yaml_node_t *ok = yaml_document_get_node(&p->doc, pair->key);
         yaml_node_t *ov = yaml_document_get_node(&p->doc, pair->value);
-        const char *key = scalar(ok), *s = NULL;
+        const char *key = sl__yaml_scalar(ok), *s = NULL;
         char ctx[320];
         if (!key) return perr(p, ok, "mounts: %s: expected a key (one of %s)", path, known);
         snprintf(ctx, sizeof(ctx), "mounts: %s", path);
@@ -312,7 +315,7 @@ static int parse_mount(struct parse *p, yaml_node_t *k, yaml_node_t *v, struct s
             /* S3's own bounds: parts of 5 MiB to 5 GiB (the last may be smaller). */
             if (m->part_size < (5ULL << 20) || m->part_size > (5ULL << 30))
                 return perr(p, ov, "%s: expected a size from 5MiB to 5GiB (S3's limits for a "
-                                   "part), got '%s'", ctx, scalar(ov));
+                                   "part), got '%s'", ctx, sl__yaml_scalar(ov));
         } else if (strcmp(key, "retry_time") == 0) {
             if ((rc = want_scalar(p, ov, ctx, "a duration", &s))) return rc;
             if (sl_parse_duration(s, &m->retry_time_ns) < 0 || m->retry_time_ns <= 0)
@@ -368,13 +371,13 @@ static int parse_root(struct parse *p)
     if (!root) return 0; /* an empty file: defaults */
     if (root->type == YAML_SCALAR_NODE && root->data.scalar.length == 0) return 0;
     if (root->type != YAML_MAPPING_NODE)
-        return perr(p, root, "expected a mapping with keys %s, got %s", known, node_kind(root));
+        return perr(p, root, "expected a mapping with keys %s, got %s", known, sl__yaml_kind(root));
 
     for (yaml_node_pair_t *pair = root->data.mapping.pairs.start;
          pair < root->data.mapping.pairs.top; pair++) {
         yaml_node_t *k = yaml_document_get_node(&p->doc, pair->key);
         yaml_node_t *v = yaml_document_get_node(&p->doc, pair->value);
-        const char *key = scalar(k);
+        const char *key = sl__yaml_scalar(k);
         if (!key) return perr(p, k, "expected a key (one of %s)", known);
         if ((rc = no_duplicate(p, root, pair, ""))) return rc;
         if (strcmp(key, "cache") == 0)
@@ -416,7 +419,6 @@ int sl__config_defaults(struct sl_config **out)
 int sl__config_parse(const char *name, const char *text, size_t len, struct sl_config **out)
 {
     struct parse p = {.name = name};
-    yaml_parser_t parser;
     bool have_doc = false;
     int rc;
 
@@ -432,26 +434,8 @@ int sl__config_parse(const char *name, const char *text, size_t len, struct sl_c
         p.base_dir = sl__asprintf("%s/%.*s", cwd, (int)(slash - name), name);
     free(cwd);
 
-    if (!yaml_parser_initialize(&parser)) {
-        rc = -ENOMEM;
-        goto out;
-    }
-    yaml_parser_set_input_string(&parser, (const unsigned char *)text, len);
-    if (!yaml_parser_load(&parser, &p.doc)) {
-        /* Where it was noticed, and where the construct it concerns began (an unclosed '['
-         * is noticed at the end of the file; the user needs the '['). */
-        yaml_mark_t mk = parser.problem_mark, cm = parser.context_mark;
-        char ctx[160] = "";
-        if (parser.context)
-            snprintf(ctx, sizeof(ctx), " (%s that starts at %zu:%zu)", parser.context,
-                     cm.line + 1, cm.column + 1);
-        rc = sl__err(SL_E_CONFIG, "%s:%zu:%zu: invalid YAML: %s%s", name, mk.line + 1,
-                     mk.column + 1, parser.problem ? parser.problem : "cannot parse", ctx);
-        yaml_parser_delete(&parser);
-        goto out;
-    }
+    if ((rc = sl__yaml_load(name, text, len, &p.doc)) < 0) goto out;
     have_doc = true;
-    yaml_parser_delete(&parser);
     rc = parse_root(&p);
     if (rc == 0) {
         *out = p.cfg;

@@ -1,0 +1,382 @@
+"""`sluice run`: real pipelines of shell stages in a temp folder. What runs, in what order and
+how many at once; what a failure, a retry, a timeout, --keep-going and Ctrl-C do; that an
+unchanged pipeline runs nothing and a changed dep runs exactly what is below it; and that bad
+pipeline files are refused with the file, line and column."""
+import json
+import os
+import signal
+import subprocess
+import time
+
+from harness import SluiceCase, main, read_file
+
+
+def alive(pid, wait=2.0):
+    """Whether pid still runs after up to wait seconds (a zombie nobody reaped has ended: in a
+    container the reaper of orphans may be missing)."""
+    end = time.monotonic() + wait
+    while True:
+        try:
+            with open(f"/proc/{pid}/stat") as f:
+                state = f.read().rsplit(")", 1)[1].split()[0]
+        except FileNotFoundError:
+            return False
+        if state in ("Z", "X"):
+            return False
+        if time.monotonic() > end:
+            return True
+        time.sleep(0.05)
+
+
+class RunCase(SluiceCase):
+
+    def setUp(self):
+        super().setUp()
+        self.p = os.path.join(self.tmp, "p")
+        os.makedirs(self.p)
+
+    def pipeline(self, text):
+        with open(os.path.join(self.p, "pipeline.yaml"), "w") as f:
+            f.write(text)
+
+    def write(self, rel, text):
+        path = os.path.join(self.p, rel)
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        with open(path, "w") as f:
+            f.write(text)
+
+    def run_p(self, *args, expect=0, config=False):
+        return self.sluice("run", "-f", os.path.join(self.p, "pipeline.yaml"), *args,
+                           expect=expect, config=config)
+
+    def events(self, *args, expect=0):
+        r = self.run_p("--json", *args, expect=expect)
+        return [json.loads(line) for line in r.stdout.decode().splitlines()]
+
+    @staticmethod
+    def stages(events, kind):
+        return sorted(e["stage"] for e in events if e["event"] == kind)
+
+
+PIPE = """\
+stages:
+  ingest:
+    cmd: mkdir -p data && cp src.txt data/raw.txt && echo ingest >> ran.log
+    deps: [src.txt]
+    outs: [data/raw.txt]
+  prep:
+    foreach: [a, b]
+    cmd: tr a-z A-Z < data/raw.txt > data/prep-${item}.txt && echo prep-${item} >> ran.log
+    deps: [data/raw.txt]
+    outs: ['data/prep-${item}.txt']
+  train:
+    cmd: cat data/prep-a.txt data/prep-b.txt > model.txt && echo train >> ran.log
+    deps: [data/prep-a.txt, data/prep-b.txt, train.cfg]
+    outs: [model.txt]
+    params: [train.lr]
+  other:
+    cmd: echo other > other.txt && echo other >> ran.log
+    outs: [other.txt]
+"""
+
+
+class Caching(RunCase):
+
+    def setUp(self):
+        super().setUp()
+        self.pipeline(PIPE)
+        self.write("src.txt", "hello\n")
+        self.write("train.cfg", "epochs: 1\n")
+        self.write("params.yaml", "train:\n  lr: 0.1\n")
+
+    def ran(self):
+        path = os.path.join(self.p, "ran.log")
+        lines = read_file(path).decode().split() if os.path.exists(path) else []
+        os.path.exists(path) and os.unlink(path)
+        return sorted(lines)
+
+    def test_first_run_then_nothing_then_exactly_downstream(self):
+        ev = self.events()
+        self.assertEqual(self.stages(ev, "done"), ["ingest", "other", "prep@a", "prep@b", "train"])
+        self.assertEqual(read_file(os.path.join(self.p, "model.txt")), b"HELLO\nHELLO\n")
+        self.assertEqual(self.ran(), ["ingest", "other", "prep-a", "prep-b", "train"])
+        lock = json.loads(read_file(os.path.join(self.p, "sluice.lock")))
+        rec = lock["stages"]["train"]
+        self.assertEqual(rec["params"], {"train.lr": "0.1"})
+        self.assertEqual([d["path"] for d in rec["deps"]],
+                         ["data/prep-a.txt", "data/prep-b.txt", "train.cfg"])
+        self.assertEqual(rec["outs"][0]["size"], 12)
+
+        # Unchanged: nothing runs.
+        ev = self.events()
+        self.assertEqual(self.stages(ev, "cached"), ["ingest", "other", "prep@a", "prep@b", "train"])
+        self.assertEqual(self.ran(), [])
+        self.assertEqual(ev[-1]["event"], "summary")
+        self.assertEqual((ev[-1]["done"], ev[-1]["cached"]), (0, 5))
+
+        # One dep of train changed: only train.
+        self.write("train.cfg", "epochs: 2\n")
+        ev = self.events()
+        self.assertEqual(self.stages(ev, "done"), ["train"])
+        self.assertIn("dep changed: train.cfg", [e.get("reason") for e in ev if e["event"] == "start"])
+        self.assertEqual(self.ran(), ["train"])
+
+        # The source changed: ingest and all below it, not `other`.
+        self.write("src.txt", "world\n")
+        self.assertEqual(self.stages(self.events(), "done"), ["ingest", "prep@a", "prep@b", "train"])
+        self.assertEqual(read_file(os.path.join(self.p, "model.txt")), b"WORLD\nWORLD\n")
+        self.ran()
+
+        # A param changed: train alone; a cmd changed: that stage alone.
+        self.write("params.yaml", "train:\n  lr: 0.2\n")
+        ev = self.events()
+        self.assertEqual(self.stages(ev, "done"), ["train"])
+        self.assertIn("its params changed", [e.get("reason") for e in ev if e["event"] == "start"])
+        self.pipeline(PIPE.replace("echo other > other.txt", "echo other2 > other.txt"))
+        self.assertEqual(self.stages(self.events(), "done"), ["other"])
+
+        # An out changed behind sluice's back: its stage runs again.
+        self.write("model.txt", "tampered\n")
+        ev = self.events()
+        self.assertEqual(self.stages(ev, "done"), ["train"])
+        self.assertIn("out changed: model.txt", [e.get("reason") for e in ev if e["event"] == "start"])
+        self.ran()
+
+    def test_same_bytes_upstream_stops_the_rerun(self):
+        self.run_p()
+        self.ran()
+        # ingest runs again (its dep changed) but makes the same bytes: prep and train do not.
+        self.write("src.txt", "hello\n")
+        os.utime(os.path.join(self.p, "src.txt"), (1, 1))
+        self.pipeline(PIPE.replace("cp src.txt", "cat src.txt >"))
+        self.assertEqual(self.stages(self.events(), "done"), ["ingest"])
+
+    def test_dry_run_force_and_selection(self):
+        ev = self.events("--dry-run")
+        self.assertEqual(self.stages(ev, "would_run"), ["ingest", "other", "prep@a", "prep@b", "train"])
+        self.assertFalse(os.path.exists(os.path.join(self.p, "model.txt")))
+        self.assertFalse(os.path.exists(os.path.join(self.p, "sluice.lock")))
+        # A stage runs with its upstream, not the rest.
+        self.assertEqual(self.stages(self.events("prep"), "done"), ["ingest", "prep@a", "prep@b"])
+        self.ran()
+        r = self.run_p("--dry-run", "train")
+        self.assertIn(b"would run train", r.stderr)
+        self.assertNotIn(b"would run prep", r.stderr)
+        self.assertEqual(self.stages(self.events("--force", "prep@a"), "done"), ["prep@a"] + [])
+        self.assertEqual(self.ran(), ["prep-a"])
+        # --downstream: the stage and what is below it.
+        self.assertEqual(self.stages(self.events("--force", "--downstream", "prep@b"), "done"),
+                         ["prep@b", "train"])
+        self.ran()
+        r = self.run_p("nope", expect=2)
+        self.assertIn(b'no stage "nope"', r.stderr)
+
+
+class SluicePaths(RunCase):
+
+    def test_a_namespace_dep_is_known_by_its_version(self):
+        # A store under a mount: the dep is hashed by the object's version, not read.
+        self.make_file("in/x.bin", 3 << 20)
+        cfg = os.path.join(self.tmp, "ns.yaml")
+        with open(cfg, "w") as f:
+            f.write(f"cache:\n  dir: {self.cache}\n  size: 1GiB\nmounts:\n"
+                    f"  /data:\n    uri: file://{self.data}\n    metadata_ttl: 0\n")
+        sl = os.environ.get("SLUICE_BIN") or os.path.join(os.path.dirname(__file__), "..", "..", "build", "sluice")
+        sl = os.path.abspath(sl)
+        self.pipeline(f"""\
+stages:
+  copy:
+    cmd: {sl} cat /data/in/x.bin > local.bin
+    deps: [/data/in/x.bin]
+    outs: [local.bin]
+""")
+        run = lambda: [json.loads(l) for l in self.sluice(
+            "run", "-f", os.path.join(self.p, "pipeline.yaml"), "--json", config=cfg).stdout.decode().splitlines()]
+        self.assertEqual(self.stages(run(), "done"), ["copy"])
+        self.assertEqual(read_file(os.path.join(self.p, "local.bin")), read_file(os.path.join(self.data, "in/x.bin")))
+        lock = json.loads(read_file(os.path.join(self.p, "sluice.lock")))
+        self.assertEqual(lock["stages"]["copy"]["deps"][0]["size"], 3 << 20)
+        self.assertEqual(self.stages(run(), "cached"), ["copy"])
+        self.make_file("in/x.bin", 3 << 20, seed=9)
+        os.utime(os.path.join(self.data, "in/x.bin"), ns=(1, 10**18))
+        self.assertEqual(self.stages(run(), "done"), ["copy"])
+        self.assertEqual(read_file(os.path.join(self.p, "local.bin")), read_file(os.path.join(self.data, "in/x.bin")))
+
+
+class Scheduling(RunCase):
+
+    def test_parallel_stages_respect_cpus(self):
+        # Six stages of 1 cpu each, four cpus: never more than four at once, and more than one.
+        stages = "".join(f"""
+  s{i}:
+    cmd: echo start $(date +%s.%N) >> t.log; sleep 0.4; echo end $(date +%s.%N) >> t.log
+""" for i in range(6))
+        self.pipeline("resources: {cpus: 4}\nstages:" + stages)
+        self.run_p()
+        events = []
+        for line in read_file(os.path.join(self.p, "t.log")).decode().splitlines():
+            kind, t = line.split()
+            events.append((float(t), 1 if kind == "start" else -1))
+        now = peak = 0
+        for _, d in sorted(events):
+            now += d
+            peak = max(peak, now)
+        self.assertEqual(peak, 4)
+
+    def test_a_stage_bigger_than_the_run_is_refused(self):
+        self.pipeline("stages:\n  big:\n    cmd: true\n    resources: {cpus: 64}\n")
+        r = self.run_p("--cpus", "2", expect=2)
+        self.assertIn(b'pipeline.yaml:2:3: stage "big" needs 64 cpus; this run has 2', r.stderr)
+
+    def test_memory_and_gpus_are_resources(self):
+        self.pipeline("""\
+resources: {cpus: 8, mem: 1GiB, gpus: 2}
+stages:
+  a: {cmd: 'echo $CUDA_VISIBLE_DEVICES > a.txt; sleep 0.3', resources: {mem: 600MiB, gpus: 1}}
+  b: {cmd: 'echo $CUDA_VISIBLE_DEVICES > b.txt; sleep 0.3', resources: {mem: 600MiB, gpus: 1}}
+  c: {cmd: 'echo "[$CUDA_VISIBLE_DEVICES]" > c.txt'}
+""")
+        ev = self.events()
+        # a and b do not fit in 1 GiB together: one ends before the other starts.
+        order = [(e["event"], e["stage"]) for e in ev if e["event"] in ("start", "done")
+                 and e["stage"] in ("a", "b")]
+        self.assertEqual([k for k, _ in order], ["start", "done", "start", "done"])
+        self.assertEqual(read_file(os.path.join(self.p, "a.txt")).strip(), b"0")
+        self.assertEqual(read_file(os.path.join(self.p, "c.txt")).strip(), b"[]")
+
+    def test_failure_stops_downstream_with_its_log(self):
+        self.pipeline("""\
+stages:
+  bad:
+    cmd: echo about to fail; echo oops >&2; exit 3
+    outs: [x]
+  below:
+    cmd: touch y
+    deps: [x]
+    outs: [y]
+  beside:
+    cmd: sleep 0.5; touch z
+    outs: [z]
+""")
+        r = self.run_p(expect=1)
+        err = r.stderr.decode()
+        self.assertIn('FAILED  bad: exit 3 after 1 attempt', err)
+        self.assertIn("| oops", err)
+        log = [w for w in err.split() if w.endswith("bad.1.log")][0]
+        self.assertIn(b"about to fail\noops\n", read_file(os.path.join(self.tmp, log)))
+        self.assertFalse(os.path.exists(os.path.join(self.p, "y")))
+        ev = self.events(expect=1)
+        self.assertEqual(self.stages(ev, "failed"), ["bad"])
+        self.assertEqual(self.stages(ev, "not_run"), ["below"])
+        self.assertEqual(ev[-1]["exit"], 1)
+
+    def test_keep_going(self):
+        self.pipeline("""\
+stages:
+  bad: {cmd: exit 1, outs: [x]}
+  below: {cmd: touch y, deps: [x], outs: [y]}
+  later: {cmd: touch z, outs: [z], after: [first]}
+  first: {cmd: sleep 0.3; touch w, outs: [w]}
+""")
+        ev = self.events("--keep-going", expect=1)
+        self.assertEqual(self.stages(ev, "done"), ["first", "later"])
+        self.assertEqual(self.stages(ev, "not_run"), ["below"])
+        # Without it, what had not started does not.
+        ev = self.events(expect=1)
+        self.assertIn("below", self.stages(ev, "not_run"))
+
+    def test_retries_with_backoff(self):
+        self.pipeline("""\
+stages:
+  flaky:
+    cmd: n=$(cat n 2>/dev/null || echo 0); echo $((n+1)) > n; [ $n -ge 2 ]
+    retries: 3
+    retry_delay: 100ms
+""")
+        ev = self.events()
+        self.assertEqual([e["event"] for e in ev if e.get("stage") == "flaky"],
+                         ["start", "retry", "start", "retry", "start", "done"])
+        self.assertEqual([e["delay_s"] for e in ev if e["event"] == "retry"], [0.1, 0.2])
+        self.assertEqual(read_file(os.path.join(self.p, "n")), b"3\n")
+        logs = os.path.join(self.p, ".sluice", "runs", "last", "logs")
+        self.assertEqual(sorted(os.listdir(logs)), ["flaky.1.log", "flaky.2.log", "flaky.3.log"])
+        self.pipeline("stages:\n  never:\n    cmd: exit 7\n    retries: 1\n    retry_delay: 10ms\n")
+        ev = self.events(expect=1)
+        fail = [e for e in ev if e["event"] == "failed"][0]
+        self.assertEqual((fail["attempts"], fail["exit"]), (2, 7))
+
+    def test_timeout_kills_the_stage_and_its_children(self):
+        self.pipeline("""\
+stages:
+  slow:
+    cmd: (sleep 30; touch late) & echo $! > child; sleep 30
+    timeout: 500ms
+""")
+        t = time.monotonic()
+        ev = self.events(expect=1)
+        self.assertLess(time.monotonic() - t, 20)
+        fail = [e for e in ev if e["event"] == "failed"][0]
+        self.assertTrue(fail["timed_out"])
+        self.assertIn("timed out after 0.5s", fail["reason"])
+        self.assertFalse(alive(int(read_file(os.path.join(self.p, "child")))))
+
+    def test_ctrl_c_stops_every_stage_and_says_what_ran(self):
+        self.pipeline("""\
+stages:
+  quick: {cmd: touch q, outs: [q]}
+  a: {cmd: 'echo $$ > a.pid; sleep 60', after: [quick]}
+  b: {cmd: 'echo $$ > b.pid; sleep 60', after: [quick]}
+  c: {cmd: touch c, after: [a]}
+""")
+        proc = self.popen("run", "-f", os.path.join(self.p, "pipeline.yaml"), "--cpus", "4",
+                          stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        for _ in range(200):
+            if all(os.path.exists(os.path.join(self.p, f)) for f in ("a.pid", "b.pid")):
+                break
+            time.sleep(0.05)
+        time.sleep(0.2)
+        proc.send_signal(signal.SIGINT)
+        out, err = proc.communicate(timeout=30)
+        self.assertEqual(proc.returncode, 130)
+        for f in ("a.pid", "b.pid"):
+            self.assertFalse(alive(int(read_file(os.path.join(self.p, f)))))
+        text = out.decode()
+        self.assertRegex(text, r"quick\s+done")
+        self.assertRegex(text, r"\ba\s+not run")
+        self.assertIn("(interrupted)", text)
+        self.assertFalse(os.path.exists(os.path.join(self.p, "c")))
+
+
+class BadFiles(RunCase):
+
+    def check(self, text, *needles):
+        self.pipeline(text)
+        r = self.run_p(expect=2)
+        for n in needles:
+            self.assertIn(n.encode(), r.stderr, r.stderr.decode())
+
+    def test_errors_name_file_line_and_column(self):
+        self.check("stages:\n  a:\n    cmd: true\n    retires: 2\n",
+                   "pipeline.yaml:4:5", 'unknown key "retires"')
+        self.check("stages:\n  a:\n    cmd: true\n    timeout: soon\n",
+                   "pipeline.yaml:4:14", "not a duration")
+        self.check("stages:\n  a:\n    cmd: true\n    resources: {mem: lots}\n",
+                   "pipeline.yaml:4:22", "not a size")
+        self.check("stages:\n  a: {cmd: true, deps: [b.txt], outs: [a.txt]}\n"
+                   "  b: {cmd: true, deps: [a.txt], outs: [b.txt]}\n", "cycle", "a -> b -> a")
+        self.check("stages:\n  a: {cmd: true, outs: [x]}\n  b: {cmd: true, outs: [x]}\n",
+                   "pipeline.yaml:3", '"x"')
+        self.check("stages:\n  a: {cmd: true, deps: [nowhere.txt]}\n",
+                   "pipeline.yaml:2:25", '"nowhere.txt" does not exist and no stage makes it')
+        self.check("stages:\n  a: {cmd: true, after: [ghost]}\n", "pipeline.yaml:2", "ghost")
+        self.check("stages: [\n", "pipeline.yaml:")
+
+    def test_a_damaged_lock_is_named(self):
+        self.pipeline("stages:\n  a: {cmd: true}\n")
+        self.write("sluice.lock", '{"version": 1, "stages": ')
+        r = self.run_p(expect=2)
+        self.assertIn(b"sluice.lock: not a lock file", r.stderr)
+
+
+if __name__ == "__main__":
+    main()
