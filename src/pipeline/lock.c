@@ -6,9 +6,11 @@
  * and path + hash + size of each dep and out. Stages appear sorted by name, so a rerun that
  * changes one stage changes only its lines.
  *
- * Written after every stage that finished, through a temp file in the same folder, fsync,
- * rename and a fsync of the folder: a killed run leaves the lock as it was before the stage
- * or after it, never torn, and each finished stage is recorded the moment it finished.
+ * Written through a temp file in the same folder, fsync, rename and a fsync of the folder: a
+ * killed run leaves a lock as it was at one of its writes, never a torn one. A write costs the
+ * whole file and a fsync, so stages that finish close together share one: a record is written
+ * at most SAVE_EVERY_NS after it was set, and at the end of the run. What a killed run had not
+ * written yet only costs those stages a rerun.
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -22,11 +24,14 @@
 #include "pipeline/run.h"
 
 #define LOCK_VERSION 1
+#define SAVE_EVERY_NS (250LL * 1000000LL)
 
 struct sl_lock {
     char *path;
     struct json_object *root;   /* {"version": 1, "stages": {...}} */
     struct json_object *stages; /* borrowed from root */
+    bool dirty;                 /* set since the last write */
+    int64_t saved_ns;           /* monotonic time of the last write */
 };
 
 int sl_lock_open(const char *path, struct sl_lock **out)
@@ -75,9 +80,13 @@ out:
     return rc;
 }
 
+static int save(struct sl_lock *l);
+
 void sl_lock_free(struct sl_lock *l)
 {
     if (!l) return;
+    int rc = l->dirty ? save(l) : 0;
+    if (rc < 0) sl__warn("%s (the stages it missed run again next time)", sl_errmsg(rc));
     json_object_put(l->root);
     free(l->path);
     free(l);
@@ -171,6 +180,10 @@ static int save(struct sl_lock *l)
     }
 out:
     if (fd >= 0) close(fd);
+    if (rc == 0) {
+        l->dirty = false;
+        l->saved_ns = (int64_t)sl__mono_ns();
+    }
     if (rc < 0) {
         unlink(tmp);
         rc = sl__err(rc, "%s: cannot write the lock file: %s", l->path, strerror(-rc));
@@ -183,5 +196,8 @@ out:
 int sl_lock_set(struct sl_lock *l, const char *stage, struct json_object *rec)
 {
     json_object_object_add(l->stages, stage, rec);
+    l->dirty = true;
+    if ((int64_t)sl__mono_ns() - l->saved_ns < SAVE_EVERY_NS) return 0;
     return save(l);
 }
+

@@ -853,7 +853,7 @@ static int start_ready(struct run *r)
     for (size_t i = 0; i < r->p->nstages && !r->stopping; i++) {
         struct job *j = &r->jobs[i];
         if (j->state != S_READY) continue;
-        if (j->attempt == 0) {
+        if (j->attempt == 0 && !j->why) { /* decided once: a stage that waits for room keeps it */
             int rc = decide(r, j);
             if (rc < 0) {
                 fail(r, j, sl_errmsg(rc));
@@ -861,7 +861,7 @@ static int start_ready(struct run *r)
             }
             if (rc == 0) {
                 set_state(r, j, S_CACHED);
-                if (r->o->verbosity > 0 || r->o->dry_run) say(r, "  cached  %s (unchanged)", j->s->name);
+                if (r->o->verbosity > 0) say(r, "  cached  %s (unchanged)", j->s->name);
                 struct json_object *e = obj();
                 add_str(e, "reason", "unchanged");
                 event(r, "cached", j, e);
