@@ -372,9 +372,11 @@ void sl__mem_set_ready(struct sl_mem *mem, struct sl_mpage *mp, uint8_t *data, s
         mem->bytes += mp->charge;
         q_append(mem, mp, sl__evict_queue_for_insert(&mem->be, pol, mp->key));
         evict_to_fit(mem);
-        /* Still over budget and the page may not be evicted later (epoch): read it through,
-         * do not keep it. */
-        if (mem->bytes > mem->capacity && mp->queue == SL_Q_PINNED) table_remove(mem, mp);
+        /* Still over budget, a page that may not be evicted later (epoch) is read through:
+         * it leaves at its last release (sl__mem_unref), not now. It is in use, and costs
+         * its memory found or not; while it can be found, whoever comes for it (the reader
+         * an order's hold keeps it for, another piece of a page being read) gets it instead
+         * of fetching it from the store again. */
     }
     pthread_cond_broadcast(&mem->changed);
 }
@@ -398,7 +400,9 @@ void sl__mem_hit(struct sl_mem *mem, struct sl_mpage *mp)
 void sl__mem_unref(struct sl_mem *mem, struct sl_mpage *mp)
 {
     if (--mp->refs > 0) return;
-    if (mp->no_keep && mp->state == SL_MP_READY) table_remove(mem, mp);
+    /* Over budget, an epoch page is read through (see sl__mem_set_ready). */
+    bool through = mem->bytes > mem->capacity && mp->queue == SL_Q_PINNED;
+    if ((mp->no_keep || through) && mp->state == SL_MP_READY) table_remove(mem, mp);
     if (!mp->in_table) {
         page_free(mem, mp);
         return;

@@ -16,9 +16,10 @@
  * items without opening it): a page about to be read is never evicted for one read later,
  * whatever the tiers' policies, since a held page cannot be evicted from RAM and pages on disk
  * of items in the window are held in RAM too. Held pages count against the
- * byte budget (a share of cache.memory), and a worker that would go past it waits for the
- * reader. Pages fetched from the store are also written to the cache disk, where there is
- * room (with the epoch policy, until it is full).
+ * byte budget (a share of cache.memory), and so do fetches in flight, each as an item of the
+ * average size so far (until the first item is sized, one fetch runs at a time); a worker
+ * that would go past it waits for the reader. Pages fetched from the store are also written
+ * to the cache disk, where there is room (with the epoch policy, until it is full).
  *
  * How many fetches are in flight follows Little's law: the time a fetch takes times the rate
  * at which the reader consumes items, plus one, between 2 and max_inflight. The reader's rate
@@ -82,7 +83,8 @@ struct sl_order {
     size_t released;  /* items below it hold nothing */
     uint64_t held_bytes;  /* held by items at or past the position: what the budget bounds */
     uint64_t passed_bytes; /* held by items the reader has passed and not yet read */
-    uint64_t budget, avg_item_bytes;
+    uint64_t budget;
+    uint64_t avg_item_bytes; /* moving average of an item's bytes; 0: no item sized yet */
     unsigned inflight, max_inflight;
     double fetch_s;      /* moving average of an item's fetch time */
     double rate;         /* items the reader consumes per second, moving average */
@@ -189,6 +191,13 @@ static int fetch_item(struct sl_order *o, size_t i, struct sl_page_ref **out, un
     uint64_t off = SL_MIN(it->offset, size);
     uint64_t end = it->length > size - off ? size : off + it->length;
     uint64_t first = off / ps, last = end > off ? (end - 1) / ps + 1 : first;
+    /* The first item sized: the others in flight are counted at its size from now on. */
+    pthread_mutex_lock(&o->lock);
+    if (o->avg_item_bytes == 0) {
+        o->avg_item_bytes = SL_MAX((last - first) * ps, 1);
+        pthread_cond_broadcast(&o->changed);
+    }
+    pthread_mutex_unlock(&o->lock);
     struct sl_page_ref *refs = last > first ? calloc(last - first, sizeof(*refs)) : NULL;
     if (last > first && !refs) rc = -ENOMEM;
 
@@ -221,8 +230,14 @@ static void *worker(void *arg)
     pthread_mutex_lock(&o->lock);
     for (;;) {
         release_passed(o);
-        bool room = o->held_bytes + (o->inflight + 1) * o->avg_item_bytes <= o->budget ||
-                    (o->inflight == 0 && o->held_bytes == 0);
+        /* Until an item is sized, one fetch at a time. With a guess (a page), max_inflight / 4
+         * whole files started at once (16 samples of 32 MiB: all of cache.memory, twice the
+         * budget): the first batch waited for all of them, and with RAM over its budget the
+         * readers' read-ahead gave way (a request a page) and epoch pages were read through. */
+        bool room = o->avg_item_bytes
+                        ? o->held_bytes + (o->inflight + 1) * o->avg_item_bytes <= o->budget
+                        : o->inflight == 0;
+        room |= o->inflight == 0 && o->held_bytes == 0;
         if (o->stopping || o->next >= o->n) {
             if (o->stopping || o->inflight == 0) break;
             pthread_cond_wait(&o->changed, &o->lock);
@@ -255,7 +270,7 @@ static void *worker(void *arg)
             o->stats.fetched++;
             o->stats.bytes += bytes;
             o->fetch_s = o->fetch_s > 0 ? (1 - EWMA) * o->fetch_s + EWMA * took : took;
-            o->avg_item_bytes = o->avg_item_bytes ? (o->avg_item_bytes * 4 + bytes) / 5 : bytes;
+            o->avg_item_bytes = SL_MAX((o->avg_item_bytes * 4 + bytes) / 5, 1);
             it->held = refs;
             it->nheld = nrefs;
             it->held_bytes = bytes;
@@ -378,7 +393,6 @@ int sl_order_start(sl_t *sl, const sl_load_item_t *items, size_t n,
     }
     for (size_t b = 0; b < o->nbuckets; b++) o->buckets[b] = SIZE_MAX;
     o->stats.items = n;
-    o->avg_item_bytes = sl__cache_page_size(sl->cache); /* a guess until the first fetch */
 
     /* Every path resolved now (no store is asked): a path no mount holds is named at once.
      * Chains keep the items of one file in order: an open takes the first unopened one. */

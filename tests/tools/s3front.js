@@ -12,7 +12,8 @@
 // Prints "PORT n" on stdout once it listens on 127.0.0.1 (port 0: any free port).
 // GET /__front__/stats answers the count of each S3 operation seen, as JSON;
 // GET /__front__/gets the keys of the GetObject requests, in the order they came (the last
-// 100,000), as a JSON list of "bucket/key".
+// 100,000), as a JSON list of "bucket/key"; GET /__front__/ranges the same requests as
+// "bucket/key range" (the Range header, "-" for none), to tell which bytes were asked twice.
 // --refuse-part N answers UploadPart number N with a final 400 (to test aborted uploads).
 // Credentials it knows: S3RVER / S3RVER (s3rver's own) and the pairs of KEYS below.
 'use strict';
@@ -179,6 +180,7 @@ async function main() {
   const agent = new http.Agent({ keepAlive: true, maxSockets: 256 });
   const counts = { requests: 0, refused: 0 };
   const gets = [];
+  const ranges = [];
   const refusePart = Number(arg('--refuse-part', 0));
 
   const front = http.createServer((req, res) => {
@@ -189,6 +191,10 @@ async function main() {
     if (req.url === '/__front__/gets') {
       res.writeHead(200, { 'Content-Type': 'application/json' });
       return res.end(JSON.stringify(gets));
+    }
+    if (req.url === '/__front__/ranges') {
+      res.writeHead(200, { 'Content-Type': 'application/json' });
+      return res.end(JSON.stringify(ranges));
     }
     const chunks = [];
     req.on('data', (c) => chunks.push(c));
@@ -202,7 +208,10 @@ async function main() {
       counts[op] = (counts[op] || 0) + 1;
       if (op === 'GetObject') {
         if (gets.length >= 100000) gets.shift();
-        gets.push(decodeURIComponent(new URL(req.url, 'http://x').pathname.slice(1)));
+        const key = decodeURIComponent(new URL(req.url, 'http://x').pathname.slice(1));
+        gets.push(key);
+        if (ranges.length >= 100000) ranges.shift();
+        ranges.push(`${key} ${req.headers.range || '-'}`);
       }
       if (op === 'UploadPart' && refusePart && new RegExp(`partNumber=${refusePart}(&|$)`).test(req.url))
         return xmlError(res, 400, 'InvalidArgument', `Part ${refusePart} refused by the test front`);

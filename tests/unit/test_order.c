@@ -155,6 +155,57 @@ static void fetched_in_order_within_the_budget(void **state)
     sl_order_stop(o);
 }
 
+/* Fetches in flight count against the budget at an item's real size from the first: before
+ * the reader moves, what is fetched is the budget's worth, not max_inflight / 4 items counted
+ * a page each (16 samples of 32 MiB through a mount: all of cache.memory, and pages that
+ * arrived with RAM over its budget were fetched again). Then each page once, by the prefetch. */
+static void large_items_fetched_within_the_budget(void **state)
+{
+    struct fx *f = *state;
+    enum { N = 24, PAGES = 16, WINDOW = 4 };
+    static uint8_t bytes[PAGES * PAGE];
+    char *big = NULL;
+    assert_true(asprintf(&big, "%s/big", f->data) > 0);
+    assert_int_equal(mkdir(big, 0755), 0);
+    char *paths[N];
+    sl_load_item_t items[N];
+    for (int i = 0; i < N; i++) {
+        char *p = NULL;
+        assert_true(asprintf(&p, "%s/b%02d.bin", big, i) > 0);
+        memset(bytes, i, sizeof(bytes));
+        assert_int_equal(unit_write_file(p, bytes, sizeof(bytes)), 0);
+        free(p);
+        assert_true(asprintf(&paths[i], "/d/big/b%02d.bin", i) > 0);
+        items[i] = (sl_load_item_t){.path = paths[i], .length = UINT64_MAX};
+    }
+    free(big);
+    sl_order_options_t opts = {.budget_bytes = WINDOW * PAGES * PAGE}; /* max_inflight: 64 */
+    sl_order_t *o;
+    assert_int_equal(sl_order_start(f->sl, items, N, &opts, &o), 0);
+    sl_order_stats_t st = settle(o);
+    sl_cache_stats_t cs;
+    assert_int_equal(sl_cache_stats(f->sl, &cs), 0);
+    assert_int_equal(cs.misses, WINDOW * PAGES);
+    assert_int_equal(st.fetched, WINDOW);
+    assert_true(st.held_bytes <= opts.budget_bytes);
+
+    for (int i = 0; i < N; i++) {
+        sl_file_t *h;
+        size_t n;
+        assert_int_equal(sl_file_open(f->sl, paths[i], &h), 0);
+        assert_int_equal(sl_file_pread(h, bytes, sizeof(bytes), 0, &n), 0);
+        assert_int_equal(n, sizeof(bytes));
+        assert_int_equal(bytes[0], i);
+        sl_file_close(h);
+    }
+    st = settle(o);
+    assert_true(st.done);
+    assert_int_equal(sl_cache_stats(f->sl, &cs), 0);
+    assert_int_equal(cs.misses, N * PAGES);
+    sl_order_stop(o);
+    for (int i = 0; i < N; i++) free(paths[i]);
+}
+
 /* Items the reader passed before they were fetched are skipped; once it is past the end, every
  * item is fetched or skipped and nothing stays held. */
 static void skipped_and_released(void **state)
@@ -244,6 +295,7 @@ int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_setup_teardown(fetched_in_order_within_the_budget, setup, teardown),
+        cmocka_unit_test_setup_teardown(large_items_fetched_within_the_budget, setup, teardown),
         cmocka_unit_test_setup_teardown(skipped_and_released, setup, teardown),
         cmocka_unit_test_setup_teardown(missing_and_bad_paths, setup, teardown),
         cmocka_unit_test(order_text_parsed),
