@@ -38,7 +38,7 @@ median() {
         t1=$(date +%s.%N)
         times+=("$(echo "$t1 - $t0" | bc)")
     done
-    printf '%s\n' "${times[@]}" | sort -n | awk '{ a[NR] = $1 } END { print a[int((NR + 1) / 2)] }'
+    printf '%s\n' "${times[@]}" | sort -n | awk '{ a[NR] = $1 } END { printf "%.3f\n", a[int((NR + 1) / 2)] }'
 }
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.1fx", b / a }'; }
 
@@ -71,7 +71,7 @@ EOF
 cd "$D"
 PREP="rm -rf $D/o $D/.sluice $D/sluice.lock $D/.snakemake"
 t_sl=$(median "$SLUICE" -q run --cpus "$CORES")
-t_mk=$(median make -s -j "$CORES")
+t_mk=$(median make -r -s -j "$CORES")
 t_sm=$(median snakemake -q -j "$CORES")
 unset PREP
 echo "dag1000: 1,000 stages of touch, -j $CORES: sluice ${t_sl}s, make ${t_mk}s, snakemake ${t_sm}s"
@@ -133,10 +133,10 @@ echo "  sluice: $(ratio "$t_hash" "$t_sha") the speed of sha256sum x$CORES," \
 # The no-op re-run: each tool has run once, and nothing changed.
 "$SLUICE" -q run > /dev/null
 "$SLUICE" -q run > /dev/null # the entries of the first run trusted from here
-make -s > /dev/null
+make -r -s > /dev/null
 snakemake -q -j 1 > /dev/null 2>&1
 t_noop=$(median "$SLUICE" -q run)
-t_mk=$(median make -s)
+t_mk=$(median make -r -s)
 t_sm=$(median snakemake -q -j 1)
 grep -q trained model.txt
 echo "noop: re-run of an unchanged pipeline over $FILES inputs: sluice ${t_noop}s, make ${t_mk}s," \

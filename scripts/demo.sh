@@ -1,115 +1,177 @@
 #!/bin/bash
-# The demo of `make demo`: a sample dataset read twice through sluice, on built-in settings.
+# The demo of `make demo`: a small ML pipeline run by sluice over a dataset sluice serves, on
+# built-in settings (no server to start).
 #
-# The dataset stands for what a training job reads: a few hundred image-sized files (read
-# whole, in a new order each epoch) and one columnar file (read as its footer plus a few
-# column chunks, the way Parquet readers do). Epoch 1 finds an empty cache and reads the store;
-# epoch 2 is served from the cache. The figures come from `sluice cache stats --json`.
+#   ingest      uploads 300 image-sized samples into the store, through sluice (`sluice cp`)
+#   preprocess  one copy per split (foreach: train, val): reads its images through sluice's
+#               cache (the Python binding) and writes a feature file
+#   train       logistic regression over the train features, read in random minibatches for
+#               a few epochs; params from params.yaml
+#   evaluate    the model on the val features: accuracy
+#
+# Then `sluice report` (what each stage read and wrote, and how) and the cache's figures. The
+# pipeline is run a second time (nothing runs: nothing changed) and a third with a new
+# learning rate (train and evaluate run, nothing above them).
 set -euo pipefail
 
 SLUICE=${1:-build/sluice}
 SLUICE=$(cd "$(dirname "$SLUICE")" && pwd)/$(basename "$SLUICE")
+ROOT=$(cd "$(dirname "$0")/.." && pwd)
 DEMO=${DEMO_DIR:-$(pwd)/build/demo}
 PY=/usr/bin/python3
 
 rm -rf "$DEMO"
-mkdir -p "$DEMO/dataset/images"
+mkdir -p "$DEMO/store" "$DEMO/steps"
 cd "$DEMO"
 
-echo "== sluice demo in $DEMO"
-echo "-- making the sample dataset: 300 image-sized files and one 64 MiB columnar file"
-"$PY" - <<'EOF'
-import os, random, struct
-rng = random.Random(1)
-for i in range(300):
-    size = rng.randrange(60_000, 180_000)            # JPEG-sized samples
-    with open(f"dataset/images/{i:05d}.jpg", "wb") as f:
-        f.write(b"\xff\xd8\xff\xe0" + rng.randbytes(size - 4))
-# A columnar file: 8 row groups of 8 column chunks, then a footer that says where each is.
-chunks, off = [], 4
-with open("dataset/features.parquet", "wb") as f:
-    f.write(b"PAR1")
-    for rg in range(8):
-        for col in range(8):
-            n = 1 << 20
-            f.write(rng.randbytes(n))
-            chunks.append((off, n))
-            off += n
-    footer = b"".join(struct.pack("<QQ", o, n) for o, n in chunks)
-    f.write(footer + struct.pack("<I", len(footer)) + b"PAR1")
-EOF
-
 cat > sluice.yaml <<EOF
-# The demo's config: one mount over the local dataset, a cache next to it.
+# The demo's config: one mount over a local folder standing for the store, a cache next to it.
 cache:
   dir: $DEMO/cache
   size: 1GiB
   memory: 256MiB
 mounts:
   /demo:
-    uri: file://$DEMO/dataset
-    metadata_ttl: -1      # an immutable dataset: metadata is fetched once
+    uri: file://$DEMO/store
+    metadata_ttl: 0      # the pipeline writes into it: always ask the store
+EOF
+export SLUICE_CONFIG=$DEMO/sluice.yaml PYTHONPATH=$ROOT/python
+# The Python binding loads this build's library.
+export SLUICE_LIB=$(dirname "$SLUICE")/src/libsluice.so
+
+cat > params.yaml <<'EOF'
+train:
+  lr: 0.5
+  epochs: 4
+  batch: 16
 EOF
 
-s() { "$SLUICE" -c "$DEMO/sluice.yaml" "$@"; }
-stats() { s cache stats --json; }
-
-# One epoch: every image once in a seeded order, then the columnar reads.
-epoch() {
-    local seed=$1
-    s ls /demo/images | "$PY" -c "
-import random, sys
-names = sys.stdin.read().split()
-random.Random($seed).shuffle(names)
-print('\n'.join('/demo/images/' + n for n in names))" > order.txt
-    xargs -a order.txt "$SLUICE" -c "$DEMO/sluice.yaml" cat > /dev/null
-    # Columnar: the footer, then columns 2 and 5 of every row group (random ranges).
-    local size
-    size=$(s stat --json /demo/features.parquet | "$PY" -c 'import json,sys; print(json.load(sys.stdin)["size"])')
-    s cat --offset $((size - 1036)) --length 1036 /demo/features.parquet > /dev/null
-    for rg in 0 1 2 3 4 5 6 7; do
-        for col in 2 5; do
-            s cat --offset $((4 + (rg * 8 + col) * 1048576 + 4096)) --length 65536 \
-                /demo/features.parquet > /dev/null
-        done
-    done
-}
-
-report() {
-    "$PY" - "$1" "$2" "$3" <<'EOF'
-import json, sys
-label, before, after = sys.argv[1], json.loads(sys.argv[2]), json.loads(sys.argv[3])
-d = {k: after[k] - before[k] for k in ("hits", "misses", "ufs_bytes_read", "ufs_requests")}
-reads = d["hits"] + d["misses"]
-print(f"   {label}: {reads} pages read: {d['hits']} hits, {d['misses']} misses "
-      f"(hit rate {100 * d['hits'] / max(reads, 1):.0f}%), "
-      f"{d['ufs_bytes_read'] / 2**20:.1f} MiB from the store in {d['ufs_requests']} requests")
+cat > steps/ingest.py <<'EOF'
+"""300 image-sized samples, half of each class; class 1 is brighter."""
+import os, random, sys
+out = sys.argv[1]
+rng = random.Random(1)
+os.makedirs(out, exist_ok=True)
+for i in range(300):
+    label = i % 2
+    size = rng.randrange(60_000, 120_000)
+    level = 150 if label else 100
+    body = bytes(min(255, max(0, int(rng.gauss(level, 40)))) for _ in range(size // 64)) * 64
+    with open(f"{out}/{i:04d}-{label}.jpg", "wb") as f:
+        f.write(b"\xff\xd8\xff\xe0" + body)
 EOF
-}
 
-echo "-- namespace"
-s ls -l /demo
-t0=$(stats)
-echo "-- epoch 1 (cold cache)"
-epoch 1
-t1=$(stats)
-report "epoch 1" "$t0" "$t1"
+cat > steps/preprocess.py <<'EOF'
+"""Features of one split's images, read through sluice's cache: 16 block means per image."""
+import struct, sys
+import sluice
+split, out = sys.argv[1], sys.argv[2]
+sl = sluice.Sluice()
+names = sorted(n for n, _ in sl.listdir("/demo/images"))
+names = [n for i, n in enumerate(names) if (i % 5 == 0) == (split == "val")]
+with open(out, "wb") as f:
+    for n in names:
+        data = sl.read(f"/demo/images/{n}")[4:]
+        k = len(data) // 16
+        feats = [sum(data[j * k:(j + 1) * k:97]) / max(1, len(data[j * k:(j + 1) * k:97])) / 255
+                 for j in range(16)]
+        f.write(struct.pack("16fB", *feats, int(n[-5])))
+print(f"{split}: {len(names)} images")
+EOF
 
-echo "-- epoch 2 (new order, warm cache)"
-epoch 2
-t2=$(stats)
-report "epoch 2" "$t1" "$t2"
+cat > steps/train.py <<'EOF'
+"""Logistic regression by minibatch SGD, each epoch's batches read at random offsets."""
+import json, math, os, random, struct, sys
+import yaml
+p = yaml.safe_load(open("params.yaml"))["train"]
+REC = struct.calcsize("16fB")
+fd = os.open("features/train.bin", os.O_RDONLY)
+n = os.fstat(fd).st_size // REC
+w, b = [0.0] * 16, 0.0
+rng = random.Random(0)
+for epoch in range(p["epochs"]):
+    order = list(range(n))
+    rng.shuffle(order)
+    loss = 0.0
+    for s in range(0, n, p["batch"]):
+        gw, gb = [0.0] * 16, 0.0
+        for i in order[s:s + p["batch"]]:
+            *x, y = struct.unpack("16fB", os.pread(fd, REC, i * REC))
+            z = sum(a * c for a, c in zip(w, x)) + b
+            q = 1 / (1 + math.exp(-z))
+            loss -= math.log(q if y else 1 - q)
+            gw = [g + (q - y) * c for g, c in zip(gw, x)]
+            gb += q - y
+        w = [a - p["lr"] * g / p["batch"] for a, g in zip(w, gw)]
+        b -= p["lr"] * gb / p["batch"]
+    print(f"epoch {epoch + 1}: loss {loss / n:.3f}")
+json.dump({"w": w, "b": b}, open("model.json", "w"))
+EOF
 
-echo "-- what is cached"
-s ls -l /demo
-s stat /demo/features.parquet | sed -n '4,5p'
+cat > steps/evaluate.py <<'EOF'
+import json, struct
+m = json.load(open("model.json"))
+right = total = 0
+with open("features/val.bin", "rb") as f:
+    while rec := f.read(struct.calcsize("16fB")):
+        *x, y = struct.unpack("16fB", rec)
+        z = sum(a * c for a, c in zip(m["w"], x)) + m["b"]
+        right += (z > 0) == bool(y)
+        total += 1
+json.dump({"accuracy": right / total, "samples": total}, open("metrics.json", "w"))
+print(f"accuracy {right / total:.2f} on {total} samples")
+EOF
+
+cat > pipeline.yaml <<EOF
+# The demo pipeline: \`sluice run\` runs it, \`sluice report\` says how each stage used its data.
+stages:
+  ingest:
+    cmd: $PY steps/ingest.py incoming && $SLUICE cp -r incoming /demo/images && rm -r incoming
+    deps: [steps/ingest.py]
+    outs: [/demo/images]
+  preprocess:
+    foreach: [train, val]
+    cmd: mkdir -p features && $PY steps/preprocess.py \${item} features/\${item}.bin
+    deps: [steps/preprocess.py, /demo/images]
+    outs: ['features/\${item}.bin']
+    resources: {cpus: 1}
+  train:
+    cmd: $PY steps/train.py
+    deps: [steps/train.py, features/train.bin]
+    params: [train.lr, train.epochs, train.batch]
+    outs: [model.json]
+  evaluate:
+    cmd: $PY steps/evaluate.py
+    deps: [steps/evaluate.py, model.json, features/val.bin]
+    outs: [metrics.json]
+EOF
+
+s() { "$SLUICE" "$@"; }
+
+echo "== sluice demo in $DEMO"
+echo "-- the pipeline (pipeline.yaml): ingest -> preprocess@train, preprocess@val -> train -> evaluate"
+echo "-- first run"
+s run
+echo
+echo "-- what each stage read and wrote (sluice report)"
+s report
+echo
 echo "-- cache figures (sluice cache stats)"
 s cache stats
-
-"$PY" - "$t1" "$t2" <<'EOF'
+echo
+echo "-- second run: nothing changed, nothing runs"
+s run
+echo
+echo "-- a new learning rate: train and evaluate run again, nothing above them"
+sed -i 's/lr: 0.5/lr: 1.0/' params.yaml
+s run
+echo
+cat metrics.json
+echo
+"$PY" - <<'EOF'
 import json, sys
-a, b = json.loads(sys.argv[1]), json.loads(sys.argv[2])
-if b["hits"] - a["hits"] <= 0 or b["ufs_bytes_read"] != a["ufs_bytes_read"]:
-    sys.exit("demo: epoch 2 was not served from the cache")
-print("== epoch 2 was served from the cache: no store reads")
+m = json.load(open("metrics.json"))
+if m["accuracy"] < 0.8:
+    sys.exit(f"demo: the model did not learn (accuracy {m['accuracy']:.2f})")
+print(f"== the pipeline ran through sluice; the model reached {m['accuracy']:.0%} on val")
 EOF

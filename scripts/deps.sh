@@ -10,16 +10,17 @@ libyaml-dev liblmdb-dev libxxhash-dev libjson-c-dev \
 libcurl4-openssl-dev libxml2-dev libssl-dev \
 libcmocka-dev libfuse3-dev fuse3 \
 python3 nginx awscli ca-certificates \
-python3-torch python3-fsspec python3-numpy"
+python3-torch python3-fsspec python3-numpy python3-yaml \
+slurmctld slurmd slurm-client munge"
 
 # Node.js runs the S3 test server (s3rver) and the throttling proxy. A machine may have its
 # own Node.js (nodesource, nvm): use it; otherwise Debian's.
 if ! command -v node >/dev/null 2>&1 || ! command -v npm >/dev/null 2>&1; then
     PKGS="$PKGS nodejs npm"
 fi
-# The benchmarks also compare against rclone and s3fs.
+# The benchmarks also compare against rclone, s3fs and Snakemake.
 if [ "${1:-}" = "--bench" ]; then
-    PKGS="$PKGS rclone s3fs"
+    PKGS="$PKGS rclone s3fs snakemake bc"
 fi
 
 missing=""

@@ -35,6 +35,13 @@ int sl_open(const sl_options_t *opts, sl_t **out)
     }
     if ((rc = sl__pool_create(SL_POOL_THREADS, &sl->pool)) < 0) goto fail;
     if ((rc = sl__orders_init(&sl->orders)) < 0) goto fail;
+    /* Set by `sluice run` for the processes of a stage: the files read through this sl are
+     * part of the stage's I/O profile (see sl_file_close). */
+    const char *trace = getenv("SLUICE_TRACE_DIR");
+    if (trace && *trace && !(sl->trace_dir = sl__strdup(trace))) {
+        rc = -ENOMEM;
+        goto fail;
+    }
     *out = sl;
     return 0;
 fail:
@@ -51,6 +58,7 @@ void sl_close(sl_t *sl)
     sl__ns_close(sl->ns);
     sl__config_free(sl->cfg);
     free(sl->cache_dir);
+    free(sl->trace_dir);
     free(sl);
 }
 

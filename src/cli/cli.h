@@ -39,6 +39,7 @@ int cli_mount(struct cli *cli, int argc, char **argv);
 int cli_umount(struct cli *cli, int argc, char **argv);
 int cli_bench(struct cli *cli, int argc, char **argv);
 int cli_run(struct cli *cli, int argc, char **argv);
+int cli_report(struct cli *cli, int argc, char **argv);
 
 /* Opens the library (config, cache) once; on failure prints why and returns NULL with *code
  * set to the exit code. */

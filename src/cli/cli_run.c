@@ -32,6 +32,9 @@ static const char help[] =
     "      --cpus N        cpus this run may use (default: the file's resources, else all)\n"
     "      --mem SIZE      memory this run may use (default: the file's, else the machine's)\n"
     "      --gpus N        gpus this run may use\n"
+    "      --executor E    local, or slurm: each stage an sbatch job (default: the file's\n"
+    "                      executor:, else local); with slurm the cluster schedules, and\n"
+    "                      --cpus, --mem and --gpus do not apply\n"
     "      --json          events on stdout, one JSON object a line, instead of the status\n"
     "  -h, --help          this help\n"
     "\n"
@@ -98,13 +101,14 @@ static bool parse_count(const char *opt, const char *s, unsigned *out)
 
 int cli_run(struct cli *cli, int argc, char **argv)
 {
-    enum { O_FORCE = 256, O_DOWN, O_CPUS, O_MEM, O_GPUS, O_JSON };
+    enum { O_FORCE = 256, O_DOWN, O_CPUS, O_MEM, O_GPUS, O_JSON, O_EXECUTOR };
     static const struct option opts[] = {
         {"file", required_argument, NULL, 'f'},   {"dry-run", no_argument, NULL, 'n'},
         {"force", no_argument, NULL, O_FORCE},    {"keep-going", no_argument, NULL, 'k'},
         {"downstream", no_argument, NULL, O_DOWN}, {"cpus", required_argument, NULL, O_CPUS},
         {"mem", required_argument, NULL, O_MEM},  {"gpus", required_argument, NULL, O_GPUS},
         {"json", no_argument, NULL, O_JSON},      {"help", no_argument, NULL, 'h'},
+        {"executor", required_argument, NULL, O_EXECUTOR},
         {NULL, 0, NULL, 0}};
     struct sl_run_opts ro = {.verbosity = cli->verbosity};
     const char *file = "pipeline.yaml";
@@ -138,6 +142,12 @@ int cli_run(struct cli *cli, int argc, char **argv)
             break;
         case O_JSON:
             ro.json = true;
+            break;
+        case O_EXECUTOR:
+            if (strcmp(optarg, "local") && strcmp(optarg, "slurm"))
+                return cli_usage_error("run", "--executor: expected local or slurm, got \"%s\"",
+                                       optarg);
+            ro.executor = optarg;
             break;
         case 'h':
             fputs(help, stdout);

@@ -22,6 +22,7 @@ static const struct cli_command commands[] = {
     {"mount", cli_mount, "the namespace as a file system (FUSE)"},
     {"umount", cli_umount, "unmount a sluice mount"},
     {"run", cli_run, "run a pipeline (pipeline.yaml): stages, caching, retries"},
+    {"report", cli_report, "what each stage of the last run read and wrote, and how"},
     {"bench", cli_bench, "built-in benchmarks (bench train: simulated training)"},
 };
 

@@ -20,8 +20,10 @@
  * A reader that knows its pattern says so (sl_file_advise): SEQUENTIAL opens the full window at
  * once and never reads past the advised end; RANDOM never reads ahead.
  */
+#include <fcntl.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "io/io.h"
 
@@ -280,6 +282,9 @@ static bool read_ahead(struct sl_file *f, struct sl_pin *pin, uint64_t off, uint
      * stream's chunks to several threads at once, and they arrive out of order. */
     bool near = f->window > 0 && off <= f->next_off + RA_SLACK && off + RA_SLACK >= f->next_off;
     bool sequential = off == f->next_off || near;
+    f->reads++;
+    f->bytes_read += end - off;
+    if (sequential) f->seq_bytes += end - off;
     if (!sequential) f->run_start = off;
     f->next_off = sequential ? SL_MAX(f->next_off, end) : end;
     if (f->advice == SL_ADVISE_SEQUENTIAL) {
@@ -470,9 +475,31 @@ const sl_stat_t *sl_file_stat(const sl_file_t *f)
     return &f->st;
 }
 
+/* The file's access record, for `sluice run`'s profile of the stage this process is part of
+ * (src/pipeline/trace.c writes the same lines for the files it sees): the reads its reader
+ * asked for, by namespace path, not the cache's own reads of page files and stores. */
+static void tell_access(struct sl_file *f)
+{
+    char *path = sl__asprintf("%s/%d.tsv", f->sl->trace_dir, (int)getpid());
+    int fd = path ? open(path, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644) : -1;
+    free(path);
+    if (fd < 0) return;
+    pthread_mutex_lock(&f->lock);
+    char *line = sl__asprintf("%s\t%llu\t%llu\t0\t%llu\t%llu\t%llu\t0\n", f->res.path,
+                              (unsigned long long)f->st.size, (unsigned long long)f->bytes_read,
+                              (unsigned long long)f->seq_bytes,
+                              (unsigned long long)(f->bytes_read - f->seq_bytes),
+                              (unsigned long long)f->reads);
+    pthread_mutex_unlock(&f->lock);
+    if (line && write(fd, line, strlen(line)) < 0) { /* a profile without this file */ }
+    free(line);
+    close(fd);
+}
+
 void sl_file_close(sl_file_t *f)
 {
     if (!f) return;
+    if (f->sl->trace_dir && f->reads) tell_access(f);
     sl__orders_closed(f->sl, f->res.object_id);
     pthread_mutex_lock(&f->lock);
     f->closing = true; /* no more runs: what is in flight finishes */

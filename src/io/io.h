@@ -19,6 +19,7 @@ struct sl {
     struct sl_pool *pool; /* read-ahead and loading */
     char *cache_dir;      /* NULL when the disk tier is off */
     struct sl_orders *orders; /* exact-order prefetches running (order.c) */
+    char *trace_dir;      /* $SLUICE_TRACE_DIR at sl_open: where closed files' reads are told */
 };
 
 #define SL_POOL_THREADS 16
@@ -58,6 +59,7 @@ struct sl_file {
     uint64_t advice_end; /* SEQUENTIAL: read-ahead stops here */
     struct sl_task_group ra;
     _Atomic uint64_t last_page; /* 1 + the last page the latest read took (0: none yet) */
+    uint64_t bytes_read, seq_bytes, reads; /* what the reader asked for, for its access record */
 };
 
 /* The file's current pin, with a reference for the caller. */

@@ -1,33 +1,46 @@
 /*
- * sched.c - running a pipeline on this machine: which stages must run, in what order, how
- * many at once, and what the user sees while they do.
+ * sched.c - running a pipeline: which stages must run, in what order, how many at once, and
+ * what the user sees while they do. The stages run through an executor (run.h): the local
+ * one in this file (a process per attempt), or Slurm's (slurm.c, a batch job per
+ * attempt). What is decided here is the same for both: readiness, the cache check, retries,
+ * the lock, the logs' paths, the events and the summary.
  *
  * One thread runs the whole show as an event loop: it starts stages, and waits in poll() on a
- * signalfd for SIGCHLD (a stage ended), SIGINT and SIGTERM (stop), with a timeout for the next
- * deadline (a stage's timeout, the end of a grace period, a retry's backoff, a redraw of the
- * live status). Stages are processes: /bin/sh -c CMD in the pipeline's folder, each in its
- * own process group, so that a timeout or a Ctrl-C stops everything a stage started, and the
- * terminal's Ctrl-C reaches sluice alone (it then stops the stages itself, and says what ran).
+ * signalfd for SIGCHLD (a stage, or a Slurm command, ended), SIGINT and SIGTERM (stop), with a
+ * timeout for the next deadline (a retry's backoff, a redraw of the live status, and what the
+ * executor asks for: a stage's timeout, the end of a grace period, the next squeue). After
+ * each wake-up the executor is polled; what it reports ended may make more stages ready, and
+ * the loop goes round again before it sleeps.
+ *
+ * Local stages are processes: /bin/sh -c CMD in the pipeline's folder, each in its own process
+ * group, so that a timeout or a Ctrl-C stops everything a stage started, and the terminal's
+ * Ctrl-C reaches sluice alone (it then stops the stages itself, and says what ran). They run
+ * when they fit the run's free cpus, memory and GPUs. Slurm stages are submitted as soon as
+ * they are ready: the cluster schedules them, so the run's limits do not apply there.
  *
  * Whether a stage runs is decided when it becomes ready (its upstream finished), not at the
  * start: its deps are hashed then, so a stage whose upstream ran again but made the same bytes
  * is not run (early cut-off, which make's timestamps cannot give). Its key is XXH3-128 over
  * its cmd, params, declared env, the hash of every dep and the list of its outs; it is skipped
- * when sluice.lock holds that key and every out still has the hash recorded for it.
+ * when sluice.lock holds that key and every out still has the hash recorded for it. This is
+ * why Slurm never sees the DAG (no --dependency): a job is submitted only once sluice knows
+ * that it must run.
  *
  * A stage's life:
  *
  *   waiting --upstream finished--> ready --unchanged--> cached
  *                                    |
- *                                    +--fits the free cpus/mem/gpus--> running --exit 0--> done
- *                                                                       ^   |
- *                                               retry_wait --backoff----+   +--failed, timed out:
- *                                                   ^                        retries left? --+
- *                                                   +----------------------------yes---------+
- *                                                                               no: failed
+ *                                    +--started (local: fits the free cpus/mem/gpus;
+ *                                    |   slurm: at once)--> running --ended well--> done
+ *                                    |                       ^   |
+ *                                    |   retry_wait --backoff+   +--failed, timed out:
+ *                                    |       ^                      retries left? --+
+ *                                    |       +----------------------yes-------------+
+ *                                    |                              no: failed
  *   failed: stages downstream are "not run"; without --keep-going nothing new starts (what
- *   runs finishes). Ctrl-C: every running stage's group gets SIGTERM, then SIGKILL after
- *   GRACE_NS; a second Ctrl-C sends SIGKILL at once.
+ *   runs finishes). Ctrl-C: the executor stops what runs (local: SIGTERM to each group, then
+ *   SIGKILL after GRACE_NS, at once on a second Ctrl-C; slurm: one scancel of the run's jobs),
+ *   and the run ends when every attempt has been reported ended.
  *
  * Each attempt's stdout and stderr go to its own log, .sluice/runs/RUN/logs/STAGE.N.log,
  * kept after the run (the path is printed with a failure, and the last lines of it).
@@ -50,12 +63,14 @@
 #include <xxhash.h>
 
 #include "core/core.h"
+#include "pipeline/profile.h"
 #include "pipeline/run.h"
 
 extern char **environ;
 
 #define GRACE_NS (5LL * 1000000000LL)
 #define REDRAW_NS (250LL * 1000000LL)
+#define LOCAL_POLL_NS (1000LL * 1000000LL)
 #define MAX_GPUS 64
 #define LOG_TAIL_LINES 10
 
@@ -79,16 +94,19 @@ struct job {
     bool upstream_ran;   /* an upstream stage ran (or would) in this run */
     bool target;         /* named on the command line (or, with none named, every stage) */
     unsigned attempt;    /* the current or last one, from 1 */
-    pid_t pid;
-    int64_t started, deadline, kill_at, retry_at; /* monotonic ns */
+    int64_t started, retry_at; /* monotonic ns: the attempt's start (Slurm: its submission) */
     int64_t ran_ns;      /* all attempts */
-    bool timed_out;
-    int status;          /* the last attempt's wait status */
-    uint64_t gpus;       /* bit i: GPU i is this stage's while it runs */
+    bool timed_out;      /* the last attempt's */
+    int status;          /* the last attempt's wait status; -1: not known */
+    uint64_t gpus;       /* bit i: GPU i is this stage's while it runs (local) */
+    char *job_id;        /* the executor's id of the attempt: Slurm's job id; NULL locally */
+    char *xstate;        /* its state there (PENDING, RUNNING, FAILED...), or NULL */
+    char *xreason;       /* and why, while it is pending ("Resources"), or NULL */
     char *log;
     char *why;           /* why it runs (or would), or why it did not */
     char key[SL_HASH_HEX];
     struct json_object *deps; /* what its deps held when it was decided */
+    struct json_object *profile; /* what it read and wrote, how (profile.c); NULL: not known */
 };
 
 struct run {
@@ -98,10 +116,15 @@ struct run {
     struct sl_hasher *hasher;
     struct sl_lock *lock;
     char *state_dir, *run_dir, *log_dir;
-    struct sl_resources limit, used;
+    char *trace_lib;            /* sluice-trace.so, preloaded into stages; NULL: no profiles */
+    enum sl_executor executor;
+    struct sl_exec *x;          /* NULL for --dry-run: nothing is started */
+    struct sl_exec_host host;   /* what x calls back: this run */
+    struct sl_resources limit, used; /* local only: Slurm schedules its own */
     uint64_t gpus_free;
     int sfd;
     bool stopping, interrupted;
+    bool progress;              /* an attempt ended in this turn of the loop */
     int64_t started, next_redraw;
     bool status_shown;
     unsigned term_width;
@@ -150,7 +173,8 @@ static void status_clear(struct run *r)
     r->status_shown = false;
 }
 
-/* One line: the running stages with their time, then the counts; cut at the terminal's width. */
+/* One line: the running stages with their time (a Slurm job still in the queue says so, and
+ * why), then the counts; cut at the terminal's width. */
 static void status_draw(struct run *r)
 {
     if (!r->o->status) return;
@@ -162,7 +186,11 @@ static void status_draw(struct run *r)
         struct job *j = &r->jobs[i];
         if (j->state != S_RUNNING) continue;
         fmt_secs(now - j->started, t, sizeof(t));
-        sl__buf_printf(&b, "%s%s %s", shown++ ? ", " : "running: ", j->s->name, t);
+        sl__buf_printf(&b, "%s%s ", shown++ ? ", " : "running: ", j->s->name);
+        if (j->xstate && !strcmp(j->xstate, "PENDING"))
+            sl__buf_printf(&b, "queued %s%s%s", j->xreason ? "(" : "", j->xreason ? j->xreason : "",
+                           j->xreason ? ") " : "");
+        sl__buf_printf(&b, "%s", t);
     }
     sl__buf_printf(&b, "%s%zu waiting, %zu done, %zu cached, %zu failed", shown ? " | " : "",
                    r->counts[S_WAITING] + r->counts[S_READY] + r->counts[S_RETRY_WAIT],
@@ -471,6 +499,200 @@ static int record(struct run *r, struct job *j)
     return sl_lock_set(r->lock, s->name, rec);
 }
 
+/* ---- the local executor ------------------------------------------------------------------ */
+
+/* An attempt as a process: /bin/sh -c CMD in its own process group. Its timeout is this
+ * executor's to enforce (SIGTERM to the group, SIGKILL after GRACE_NS); its end comes as a
+ * SIGCHLD, which wakes the scheduler's poll(), and is collected by waitpid() in local_poll. */
+
+struct proc {
+    size_t id;
+    pid_t pid;                          /* and its process group */
+    int64_t timeout_ns;                 /* 0: none */
+    int64_t deadline, kill_at;          /* monotonic ns; 0: none */
+    bool timed_out;
+};
+
+struct local {
+    struct sl_exec base;
+    const struct sl_exec_host *host;
+    struct proc *procs; /* the attempts that run, in no order */
+    size_t n, cap;
+};
+
+/* The environment of a stage's process: ours, with set (NAME=value) over it. Built before
+ * fork(): the child may only call what is async-signal-safe. */
+static char **merged_env(char *const *set)
+{
+    size_t n = 0, ns = 0;
+    while (environ[n]) n++;
+    while (set[ns]) ns++;
+    char **env = calloc(n + ns + 1, sizeof(*env));
+    if (!env) return NULL;
+    size_t k = 0;
+    for (size_t i = 0; i < n; i++) {
+        const char *eq = strchr(environ[i], '=');
+        size_t len = eq ? (size_t)(eq - environ[i]) : strlen(environ[i]);
+        bool over = false;
+        for (size_t e = 0; e < ns && !over; e++)
+            over = !strncmp(environ[i], set[e], len) && set[e][len] == '=';
+        if (!over) env[k++] = environ[i];
+    }
+    for (size_t e = 0; e < ns; e++) env[k++] = set[e];
+    return env; /* borrows every string: free() the array alone */
+}
+
+static int local_start(struct sl_exec *x, const struct sl_attempt *a, char **job)
+{
+    struct local *l = (struct local *)x;
+    const struct sl_stage *s = a->s;
+    int rc;
+
+    *job = NULL;
+    if (l->n == l->cap) {
+        size_t cap = l->cap ? 2 * l->cap : 16;
+        struct proc *p = realloc(l->procs, cap * sizeof(*p));
+        if (!p) return -ENOMEM;
+        l->procs = p;
+        l->cap = cap;
+    }
+    char **env = merged_env(a->env);
+    if (!env) return -ENOMEM;
+    int logfd = open(a->log, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+    if (logfd < 0) {
+        rc = sl__err(-errno, "%s: cannot make the stage's log: %s", a->log, strerror(errno));
+        free(env);
+        return rc;
+    }
+    int nullfd = open("/dev/null", O_RDONLY | O_CLOEXEC);
+    sigset_t none;
+    sigemptyset(&none);
+
+    pid_t pid = fork();
+    if (pid == 0) {
+        /* The child: async-signal-safe calls only, up to exec. */
+        setpgid(0, 0);
+        signal(SIGINT, SIG_DFL);
+        signal(SIGTERM, SIG_DFL);
+        signal(SIGCHLD, SIG_DFL);
+        signal(SIGPIPE, SIG_DFL);
+        sigprocmask(SIG_SETMASK, &none, NULL);
+        if (chdir(a->dir) < 0) _exit(126);
+        if (nullfd >= 0) dup2(nullfd, 0);
+        dup2(logfd, 1);
+        dup2(logfd, 2);
+        char *argv[] = {"sh", "-c", s->cmd, NULL};
+        execve("/bin/sh", argv, env);
+        static const char msg[] = "sluice: cannot run /bin/sh\n";
+        if (write(2, msg, sizeof(msg) - 1) < 0) _exit(127);
+        _exit(127);
+    }
+    int err = errno;
+    close(logfd);
+    if (nullfd >= 0) close(nullfd);
+    free(env);
+    if (pid < 0) return sl__err(-err, "stage \"%s\": cannot start it: %s", s->name, strerror(err));
+    setpgid(pid, pid); /* here too: a kill must find the group even before the child ran */
+
+    int64_t now = mono();
+    l->procs[l->n++] = (struct proc){.id = a->id, .pid = pid, .timeout_ns = s->timeout_ns,
+                                     .deadline = s->timeout_ns ? now + s->timeout_ns : 0};
+    return 0;
+}
+
+static void local_ended(struct local *l, const struct proc *p, int status)
+{
+    char what[160], t[32];
+    if (p->timed_out) {
+        fmt_secs(p->timeout_ns, t, sizeof(t));
+        snprintf(what, sizeof(what), "timed out after %s", t);
+    } else if (WIFEXITED(status)) {
+        snprintf(what, sizeof(what), "exit %d", WEXITSTATUS(status));
+    } else {
+        snprintf(what, sizeof(what), "killed by signal %d (%s)", WTERMSIG(status),
+                 strsignal(WTERMSIG(status)));
+    }
+    struct sl_attempt_end e = {
+        .id = p->id, .ok = WIFEXITED(status) && WEXITSTATUS(status) == 0 && !p->timed_out,
+        .timed_out = p->timed_out, .status = status, .what = what};
+    l->host->ended(l->host->arg, &e);
+}
+
+/* Collects what ended, then enforces the timeouts and grace periods whose time came. */
+static int64_t local_poll(struct sl_exec *x)
+{
+    struct local *l = (struct local *)x;
+    int status;
+    pid_t pid;
+    while ((pid = waitpid(-1, &status, WNOHANG)) > 0) {
+        for (size_t i = 0; i < l->n; i++) {
+            if (l->procs[i].pid != pid) continue;
+            struct proc p = l->procs[i];
+            l->procs[i] = l->procs[--l->n]; /* gone before the scheduler hears of it */
+            local_ended(l, &p, status);
+            break;
+        }
+    }
+    int64_t now = mono(), next = 0;
+#define NEXT(t) (next = !next || (t) < next ? (t) : next)
+    for (size_t i = 0; i < l->n; i++) {
+        struct proc *p = &l->procs[i];
+        if (p->deadline && !p->timed_out && now >= p->deadline) {
+            p->timed_out = true;
+            kill(-p->pid, SIGTERM);
+            p->kill_at = now + GRACE_NS;
+        }
+        if (p->kill_at && now >= p->kill_at) {
+            kill(-p->pid, SIGKILL);
+            p->kill_at = 0;
+        }
+        if (p->deadline && !p->timed_out) NEXT(p->deadline);
+        if (p->kill_at) NEXT(p->kill_at);
+    }
+    /* A second at most while stages run: a SIGCHLD that went to a thread with the signal
+     * unblocked (one the caller started early) is then late, never lost. */
+    if (l->n) NEXT(now + LOCAL_POLL_NS);
+#undef NEXT
+    return next;
+}
+
+static void local_cancel(struct sl_exec *x, bool now)
+{
+    struct local *l = (struct local *)x;
+    int64_t at = mono() + GRACE_NS;
+    for (size_t i = 0; i < l->n; i++) {
+        kill(-l->procs[i].pid, now ? SIGKILL : SIGTERM);
+        if (!now && !l->procs[i].kill_at) l->procs[i].kill_at = at;
+    }
+}
+
+static void local_close(struct sl_exec *x)
+{
+    struct local *l = (struct local *)x;
+    if (!l) return;
+    for (size_t i = 0; i < l->n; i++) {
+        kill(-l->procs[i].pid, SIGKILL);
+        waitpid(l->procs[i].pid, NULL, 0);
+    }
+    free(l->procs);
+    free(l);
+}
+
+static const struct sl_exec_ops local_ops = {
+    .name = "local", .start = local_start, .poll = local_poll, .cancel = local_cancel,
+    .close = local_close,
+};
+
+static int local_open(const struct sl_exec_host *host, struct sl_exec **out)
+{
+    struct local *l = calloc(1, sizeof(*l));
+    if (!l) return -ENOMEM;
+    l->base.ops = &local_ops;
+    l->host = host;
+    *out = &l->base;
+    return 0;
+}
+
 /* ---- starting and ending stages --------------------------------------------------------- */
 
 static int rm_tree(const char *path)
@@ -518,48 +740,59 @@ static int prepare_outs(struct run *r, struct job *j)
     return 0;
 }
 
-/* The stage's environment: ours, its env: over it, and what sluice tells it. Built before
- * fork(): the child may only call what is async-signal-safe. */
+/* Whether the stage's env: sets name: then it wins over what sluice would set. */
+static bool env_sets(const struct sl_stage *s, const char *name)
+{
+    for (size_t e = 0; e < s->nenv; e++)
+        if (!strcmp(s->env[e].key, name)) return true;
+    return false;
+}
+
+/* The stage's env: and what sluice tells it (NAME=value, NULL-terminated, each name once):
+ * the executor sets these over the run's environment. */
 static char **stage_env(struct run *r, struct job *j)
 {
-    size_t n = 0;
-    while (environ[n]) n++;
-    char **env = calloc(n + j->s->nenv + 8, sizeof(*env));
+    const struct sl_stage *s = j->s;
+    char **env = calloc(s->nenv + 8, sizeof(*env));
     if (!env) return NULL;
     size_t k = 0;
-    struct sl_buf gpus = {0};
-    char *extra[8] = {0};
-    size_t ne = 0;
-    extra[ne++] = sl__asprintf("SLUICE_STAGE=%s", j->s->name);
-    extra[ne++] = sl__asprintf("SLUICE_ATTEMPT=%u", j->attempt);
-    extra[ne++] = sl__asprintf("SLUICE_CPUS=%u", j->s->res.cpus);
-    if (r->o->config) extra[ne++] = sl__asprintf("SLUICE_CONFIG=%s", r->o->config);
-    if (r->limit.gpus) {
-        /* Which GPUs are its: none for a stage that asked for none. */
+    bool nomem = false;
+#define SET(name, ...)                                                                        \
+    do {                                                                                      \
+        if (!env_sets(s, name)) nomem |= !(env[k++] = sl__asprintf(name "=" __VA_ARGS__));    \
+    } while (0)
+    for (size_t e = 0; e < s->nenv; e++)
+        nomem |= !(env[k++] = sl__asprintf("%s=%s", s->env[e].key, s->env[e].value));
+    SET("SLUICE_STAGE", "%s", s->name);
+    SET("SLUICE_ATTEMPT", "%u", j->attempt);
+    SET("SLUICE_CPUS", "%u", s->res.cpus);
+    if (r->o->config) SET("SLUICE_CONFIG", "%s", r->o->config);
+    if (r->trace_lib) {
+        /* The I/O profile: sluice-trace.so in every process of the stage, after what the
+         * environment preloads already (a sanitizer's runtime must come first). */
+        const char *pre = getenv("LD_PRELOAD");
+        SET("SLUICE_TRACE_DIR", "%s/trace/%s.%u", r->run_dir, s->name, j->attempt);
+        SET("LD_PRELOAD", "%s%s%s", pre && *pre ? pre : "", pre && *pre ? ":" : "", r->trace_lib);
+        /* sluice's own files: the run's logs, and the cache (a stage that reads through
+         * sluice writes pages there). */
+        const char *cache = r->o->sl ? sl_cache_dir(r->o->sl) : NULL;
+        SET("SLUICE_TRACE_SKIP", "%s%s%s", r->state_dir, cache ? ":" : "", cache ? cache : "");
+    }
+    if (r->executor == SL_EXEC_LOCAL && r->limit.gpus) {
+        /* Which GPUs are its: none for a stage that asked for none. (Slurm sets this itself
+         * for the GPUs it gives a job.) */
+        struct sl_buf gpus = {0};
         for (unsigned g = 0; g < MAX_GPUS; g++)
             if (j->gpus & (1ULL << g)) sl__buf_printf(&gpus, "%s%u", gpus.len ? "," : "", g);
-        extra[ne++] = sl__asprintf("CUDA_VISIBLE_DEVICES=%s", gpus.data ? gpus.data : "");
+        SET("CUDA_VISIBLE_DEVICES", "%s", gpus.data ? gpus.data : "");
+        sl__buf_free(&gpus);
     }
-    sl__buf_free(&gpus);
-    for (size_t i = 0; i < n; i++) {
-        const char *eq = strchr(environ[i], '=');
-        size_t len = eq ? (size_t)(eq - environ[i]) : strlen(environ[i]);
-        bool over = false;
-        for (size_t e = 0; e < j->s->nenv && !over; e++)
-            over = strlen(j->s->env[e].key) == len && !strncmp(environ[i], j->s->env[e].key, len);
-        for (size_t e = 0; e < ne && !over; e++)
-            over = extra[e] && !strncmp(environ[i], extra[e], len) && extra[e][len] == '=';
-        if (!over) env[k++] = sl__strdup(environ[i]);
+#undef SET
+    if (nomem) {
+        for (size_t i = 0; i < k; i++) free(env[i]);
+        free(env);
+        return NULL;
     }
-    for (size_t e = 0; e < j->s->nenv; e++)
-        env[k++] = sl__asprintf("%s=%s", j->s->env[e].key, j->s->env[e].value);
-    for (size_t e = 0; e < ne; e++) env[k++] = extra[e];
-    for (size_t i = 0; i < k; i++)
-        if (!env[i]) {
-            for (size_t x = 0; x < k; x++) free(env[x]);
-            free(env);
-            return NULL;
-        }
     return env;
 }
 
@@ -571,10 +804,22 @@ static void free_env(char **env)
 
 static bool fits(struct run *r, const struct sl_stage *s)
 {
+    if (r->executor == SL_EXEC_SLURM) return true; /* the cluster schedules: submit it */
     unsigned free_gpus = (unsigned)__builtin_popcountll(r->gpus_free);
     return r->used.cpus + s->res.cpus <= r->limit.cpus &&
            (!r->limit.mem || !s->res.mem || r->used.mem + s->res.mem <= r->limit.mem) &&
            s->res.gpus <= free_gpus;
+}
+
+/* The folder the stage's processes write their trace lines to (see stage_env). */
+static int make_trace_dir(struct run *r, struct job *j)
+{
+    if (!r->trace_lib) return 0;
+    char *dir = sl__asprintf("%s/trace/%s.%u", r->run_dir, j->s->name, j->attempt);
+    int rc = dir ? sl__mkdirs(dir, 0755) : -ENOMEM;
+    if (rc < 0) rc = sl__err(rc, "%s: cannot make the folder: %s", dir ? dir : "trace", strerror(-rc));
+    free(dir);
+    return rc;
 }
 
 static int launch(struct run *r, struct job *j)
@@ -586,69 +831,49 @@ static int launch(struct run *r, struct job *j)
     free(j->log);
     j->log = sl__asprintf("%s/%s.%u.log", r->log_dir, s->name, j->attempt);
     if (!j->log) return -ENOMEM;
-    if ((rc = prepare_outs(r, j)) < 0) return rc;
+    if ((rc = prepare_outs(r, j)) < 0 || (rc = make_trace_dir(r, j)) < 0) return rc;
     j->gpus = 0;
-    for (unsigned g = 0, want = s->res.gpus; g < MAX_GPUS && want; g++)
-        if (r->gpus_free & (1ULL << g)) {
-            j->gpus |= 1ULL << g;
-            want--;
-        }
+    if (r->executor == SL_EXEC_LOCAL)
+        for (unsigned g = 0, want = s->res.gpus; g < MAX_GPUS && want; g++)
+            if (r->gpus_free & (1ULL << g)) {
+                j->gpus |= 1ULL << g;
+                want--;
+            }
     char **env = stage_env(r, j);
     if (!env) return -ENOMEM;
-    int logfd = open(j->log, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
-    if (logfd < 0) {
-        rc = sl__err(-errno, "%s: cannot make the stage's log: %s", j->log, strerror(errno));
-        free_env(env);
+    struct sl_attempt a = {.id = (size_t)(j - r->jobs), .s = s, .attempt = j->attempt,
+                           .dir = r->p->dir, .log = j->log, .env = env};
+    free(j->job_id);
+    j->job_id = NULL;
+    free(j->xstate);
+    free(j->xreason);
+    j->xstate = j->xreason = NULL;
+    j->timed_out = false;
+    j->status = -1;
+    rc = r->x->ops->start(r->x, &a, &j->job_id);
+    free_env(env);
+    if (rc < 0) {
+        j->gpus = 0;
         return rc;
     }
-    int nullfd = open("/dev/null", O_RDONLY | O_CLOEXEC);
-    sigset_t none;
-    sigemptyset(&none);
-
-    pid_t pid = fork();
-    if (pid == 0) {
-        /* The child: async-signal-safe calls only, up to exec. */
-        setpgid(0, 0);
-        signal(SIGINT, SIG_DFL);
-        signal(SIGTERM, SIG_DFL);
-        signal(SIGCHLD, SIG_DFL);
-        signal(SIGPIPE, SIG_DFL);
-        sigprocmask(SIG_SETMASK, &none, NULL);
-        if (chdir(r->p->dir) < 0) _exit(126);
-        if (nullfd >= 0) dup2(nullfd, 0);
-        dup2(logfd, 1);
-        dup2(logfd, 2);
-        char *argv[] = {"sh", "-c", s->cmd, NULL};
-        execve("/bin/sh", argv, env);
-        static const char msg[] = "sluice: cannot run /bin/sh\n";
-        if (write(2, msg, sizeof(msg) - 1) < 0) _exit(127);
-        _exit(127);
-    }
-    int err = errno;
-    close(logfd);
-    if (nullfd >= 0) close(nullfd);
-    free_env(env);
-    if (pid < 0) return sl__err(-err, "stage \"%s\": cannot start it: %s", s->name, strerror(err));
-    setpgid(pid, pid); /* here too: a kill must find the group even before the child ran */
-
-    j->pid = pid;
     j->started = mono();
-    j->deadline = s->timeout_ns ? j->started + s->timeout_ns : 0;
-    j->kill_at = 0;
-    j->timed_out = false;
     r->used.cpus += s->res.cpus;
     r->used.mem += s->res.mem;
     r->gpus_free &= ~j->gpus;
     set_state(r, j, S_RUNNING);
 
-    char *msg = j->attempt > 1 ? sl__asprintf(" (attempt %u of %u)", j->attempt, s->retries + 1)
-                               : sl__asprintf(": %s", j->why ? j->why : "");
+    char job[64] = "";
+    if (j->job_id) snprintf(job, sizeof(job), " (Slurm job %s)", j->job_id);
+    char *msg = j->attempt > 1
+                    ? sl__asprintf(" (attempt %u of %u)%s", j->attempt, s->retries + 1, job)
+                    : sl__asprintf(": %s%s", j->why ? j->why : "", job);
     say(r, "  start   %s%s", s->name, msg ? msg : "");
     free(msg);
     struct json_object *e = obj();
     add_int(e, "attempt", j->attempt);
     add_str(e, "log", j->log);
     add_str(e, "reason", j->why);
+    add_str(e, "job_id", j->job_id);
     event(r, "start", j, e);
     return 0;
 }
@@ -694,10 +919,12 @@ static void fail(struct run *r, struct job *j, const char *what)
     add_int(e, "attempts", j->attempt);
     add_str(e, "reason", what);
     add_str(e, "log", j->log);
-    if (WIFEXITED(j->status)) add_int(e, "exit", WEXITSTATUS(j->status));
-    if (WIFSIGNALED(j->status)) add_int(e, "signal", WTERMSIG(j->status));
+    if (j->status >= 0 && WIFEXITED(j->status)) add_int(e, "exit", WEXITSTATUS(j->status));
+    if (j->status >= 0 && WIFSIGNALED(j->status)) add_int(e, "signal", WTERMSIG(j->status));
     json_object_object_add(e, "timed_out", json_object_new_boolean(j->timed_out));
     add_num(e, "seconds", (double)j->ran_ns / 1e9);
+    add_str(e, "job_id", j->job_id);
+    if (j->job_id) add_str(e, "slurm_state", j->xstate);
     event(r, "failed", j, e);
     char *why = sl__asprintf("upstream stage \"%s\" failed", j->s->name);
     not_run_below(r, j, why ? why : "an upstream stage failed");
@@ -705,30 +932,27 @@ static void fail(struct run *r, struct job *j, const char *what)
     if (!r->o->keep_going) r->stopping = true;
 }
 
-static void ended(struct run *r, struct job *j, int status)
+/* The executor's word that an attempt ended (host.ended). */
+static void ended(void *arg, const struct sl_attempt_end *e)
 {
+    struct run *r = arg;
+    struct job *j = &r->jobs[e->id];
     struct sl_stage *s = j->s;
     int64_t now = mono();
-    j->pid = 0;
-    j->status = status;
+    r->progress = true;
+    j->status = e->status;
+    j->timed_out = e->timed_out;
     j->ran_ns += now - j->started;
+    free(j->xstate);
+    free(j->xreason);
+    j->xstate = e->state ? sl__strdup(e->state) : NULL;
+    j->xreason = NULL;
     r->used.cpus -= s->res.cpus;
     r->used.mem -= s->res.mem;
     r->gpus_free |= j->gpus;
     j->gpus = 0;
 
-    char what[160];
-    if (j->timed_out) {
-        char t[32];
-        fmt_secs(s->timeout_ns, t, sizeof(t));
-        snprintf(what, sizeof(what), "timed out after %s", t);
-    } else if (WIFEXITED(status)) {
-        snprintf(what, sizeof(what), "exit %d", WEXITSTATUS(status));
-    } else {
-        snprintf(what, sizeof(what), "killed by signal %d (%s)", WTERMSIG(status),
-                 strsignal(WTERMSIG(status)));
-    }
-    if (WIFEXITED(status) && WEXITSTATUS(status) == 0 && !j->timed_out) {
+    if (e->ok) {
         int rc = record(r, j);
         if (rc < 0) {
             fail(r, j, sl_errmsg(rc));
@@ -738,11 +962,21 @@ static void ended(struct run *r, struct job *j, int status)
         fmt_secs(j->ran_ns, t, sizeof(t));
         set_state(r, j, S_DONE);
         say(r, "  done    %s in %s", s->name, t);
-        struct json_object *e = obj();
-        add_int(e, "attempts", j->attempt);
-        add_num(e, "seconds", (double)j->ran_ns / 1e9);
-        add_str(e, "log", j->log);
-        event(r, "done", j, e);
+        json_object_put(j->profile);
+        j->profile = NULL;
+        if (r->trace_lib) {
+            char *dir = sl__asprintf("%s/trace/%s.%u", r->run_dir, s->name, j->attempt);
+            if (!dir || sl_profile_collect(dir, &j->profile) < 0)
+                sl__warn("stage \"%s\": its I/O profile could not be read", s->name);
+            free(dir);
+        }
+        struct json_object *ev = obj();
+        if (j->profile) json_object_object_add(ev, "profile", json_object_get(j->profile));
+        add_int(ev, "attempts", j->attempt);
+        add_num(ev, "seconds", (double)j->ran_ns / 1e9);
+        add_str(ev, "log", j->log);
+        add_str(ev, "job_id", j->job_id);
+        event(r, "done", j, ev);
         finished(r, j, true);
         return;
     }
@@ -751,10 +985,12 @@ static void ended(struct run *r, struct job *j, int status)
         free(j->why);
         j->why = sl__strdup("stopped (interrupted)");
         say(r, "  stopped %s", s->name);
-        struct json_object *e = obj();
-        add_str(e, "reason", "interrupted");
-        add_str(e, "log", j->log);
-        event(r, "stopped", j, e);
+        struct json_object *ev = obj();
+        add_str(ev, "reason", "interrupted");
+        add_str(ev, "log", j->log);
+        add_str(ev, "job_id", j->job_id);
+        if (j->job_id) add_str(ev, "slurm_state", j->xstate);
+        event(r, "stopped", j, ev);
         return;
     }
     if (j->attempt <= s->retries && !r->stopping) {
@@ -763,87 +999,79 @@ static void ended(struct run *r, struct job *j, int status)
         fmt_secs(delay, t, sizeof(t));
         j->retry_at = now + delay;
         set_state(r, j, S_RETRY_WAIT);
-        say(r, "  retry   %s: %s (attempt %u of %u; log: %s); again in %s", s->name, what,
+        say(r, "  retry   %s: %s (attempt %u of %u; log: %s); again in %s", s->name, e->what,
             j->attempt, s->retries + 1, shown_path(j->log), t);
-        struct json_object *e = obj();
-        add_int(e, "attempt", j->attempt);
-        add_str(e, "reason", what);
-        add_str(e, "log", j->log);
-        add_num(e, "delay_s", (double)delay / 1e9);
-        event(r, "retry", j, e);
+        struct json_object *ev = obj();
+        add_int(ev, "attempt", j->attempt);
+        add_str(ev, "reason", e->what);
+        add_str(ev, "log", j->log);
+        add_num(ev, "delay_s", (double)delay / 1e9);
+        add_str(ev, "job_id", j->job_id);
+        event(r, "retry", j, ev);
         return;
     }
-    fail(r, j, what);
+    fail(r, j, e->what);
 }
 
-static struct job *job_of(struct run *r, pid_t pid)
+/* The executor's word that an attempt changed state there (host.state): Slurm's PENDING ->
+ * RUNNING, shown in the status line and with -v, and an event. */
+static void exec_state(void *arg, size_t id, const char *state, const char *reason)
 {
-    for (size_t i = 0; i < r->p->nstages; i++)
-        if (r->jobs[i].state == S_RUNNING && r->jobs[i].pid == pid) return &r->jobs[i];
-    return NULL;
+    struct run *r = arg;
+    struct job *j = &r->jobs[id];
+    free(j->xstate);
+    free(j->xreason);
+    j->xstate = sl__strdup(state);
+    j->xreason = reason ? sl__strdup(reason) : NULL;
+    if (r->o->verbosity > 0)
+        say(r, "  %-7s %s (Slurm job %s%s%s)", state, j->s->name, j->job_id ? j->job_id : "?",
+            reason ? ": " : "", reason ? reason : "");
+    struct json_object *e = obj();
+    add_str(e, "job_id", j->job_id);
+    add_str(e, "state", state);
+    add_str(e, "reason", reason);
+    event(r, "state", j, e);
 }
 
-static void reap(struct run *r)
+static void exec_warn(void *arg, const char *msg)
 {
-    int status;
-    pid_t pid;
-    while ((pid = waitpid(-1, &status, WNOHANG)) > 0) {
-        struct job *j = job_of(r, pid);
-        if (j) ended(r, j, status);
-    }
-}
-
-static void signal_running(struct run *r, int sig)
-{
-    for (size_t i = 0; i < r->p->nstages; i++)
-        if (r->jobs[i].state == S_RUNNING) kill(-r->jobs[i].pid, sig);
+    struct run *r = arg;
+    say(r, "sluice: run: %s", msg);
+    struct json_object *e = obj();
+    add_str(e, "message", msg);
+    event(r, "warning", NULL, e);
 }
 
 static void interrupt(struct run *r, int sig)
 {
     if (r->interrupted) {
-        signal_running(r, SIGKILL); /* a second Ctrl-C: no grace */
+        if (r->x) r->x->ops->cancel(r->x, true); /* a second Ctrl-C: no grace */
         return;
     }
     r->interrupted = r->stopping = true;
-    say(r, "sluice: run: %s: stopping the running stages (Ctrl-C again to kill them now)",
-        strsignal(sig));
-    signal_running(r, SIGTERM);
-    int64_t at = mono() + GRACE_NS;
-    for (size_t i = 0; i < r->p->nstages; i++)
-        if (r->jobs[i].state == S_RUNNING) r->jobs[i].kill_at = at;
+    if (r->executor == SL_EXEC_SLURM)
+        say(r, "sluice: run: %s: cancelling the run's Slurm jobs (Ctrl-C again not to wait "
+            "for them to end)", strsignal(sig));
+    else
+        say(r, "sluice: run: %s: stopping the running stages (Ctrl-C again to kill them now)",
+            strsignal(sig));
+    if (r->x) r->x->ops->cancel(r->x, false);
 }
 
-/* Timeouts, grace periods and retries whose time came; returns the next deadline (0: none). */
+/* Retries whose time came; returns the next one's time (0: none). */
 static int64_t timers(struct run *r)
 {
     int64_t now = mono(), next = 0;
-#define NEXT(t) (next = !next || (t) < next ? (t) : next)
     for (size_t i = 0; i < r->p->nstages; i++) {
         struct job *j = &r->jobs[i];
-        if (j->state == S_RUNNING) {
-            if (j->deadline && !j->timed_out && now >= j->deadline) {
-                j->timed_out = true;
-                kill(-j->pid, SIGTERM);
-                j->kill_at = now + GRACE_NS;
-            }
-            if (j->kill_at && now >= j->kill_at) {
-                kill(-j->pid, SIGKILL);
-                j->kill_at = 0;
-            }
-            if (j->deadline && !j->timed_out) NEXT(j->deadline);
-            if (j->kill_at) NEXT(j->kill_at);
-        } else if (j->state == S_RETRY_WAIT) {
-            if (r->stopping) {
-                fail(r, j, "stopped before its retry");
-            } else if (now >= j->retry_at) {
-                set_state(r, j, S_READY);
-            } else {
-                NEXT(j->retry_at);
-            }
-        }
+        if (j->state != S_RETRY_WAIT) continue;
+        if (r->stopping)
+            fail(r, j, "stopped before its retry");
+        else if (now >= j->retry_at)
+            set_state(r, j, S_READY);
+        else if (!next || j->retry_at < next)
+            next = j->retry_at;
     }
-#undef NEXT
     return next;
 }
 
@@ -979,8 +1207,11 @@ static int select_stages(struct run *r)
     return 0;
 }
 
+/* A stage that can never fit the run's limits is refused before anything runs (locally: under
+ * Slurm the cluster's limits are the ones that count, and sbatch refuses what can never run). */
 static int check_resources(struct run *r)
 {
+    if (r->executor == SL_EXEC_SLURM) return 0;
     for (size_t i = 0; i < r->p->nstages; i++) {
         const struct sl_stage *s = r->jobs[i].s;
         char a[32], b[32];
@@ -1023,6 +1254,53 @@ static int make_dirs(struct run *r)
     free(last);
     free(tmp);
     return 0;
+}
+
+/* report.json in the run's folder: every stage's outcome and I/O profile, and the cache's
+ * figures; what `sluice report` prints. Written whole, then renamed into place. */
+static void write_report(struct run *r, int exit_code)
+{
+    if (r->o->dry_run) return;
+    struct json_object *rep = obj(), *stages = json_object_new_array();
+    add_str(rep, "pipeline", r->p->file);
+    add_str(rep, "run", strrchr(r->run_dir, '/') + 1);
+    add_int(rep, "exit", exit_code);
+    add_num(rep, "seconds", (double)(mono() - r->started) / 1e9);
+    for (size_t i = 0; i < r->p->nstages; i++) {
+        struct job *j = &r->jobs[i];
+        if (j->state == S_IDLE) continue;
+        struct json_object *st = obj();
+        add_str(st, "stage", j->s->name);
+        add_str(st, "status", state_name(j->state));
+        add_int(st, "attempts", j->attempt);
+        add_num(st, "seconds", (double)j->ran_ns / 1e9);
+        add_str(st, "log", j->log);
+        if (j->state != S_DONE) add_str(st, "reason", j->state == S_CACHED ? "unchanged" : j->why);
+        json_object_object_add(st, "profile", json_object_get(j->profile));
+        json_object_array_add(stages, st);
+    }
+    json_object_object_add(rep, "stages", stages);
+    sl_cache_stats_t cs;
+    if (r->o->sl && sl_cache_stats(r->o->sl, &cs) == 0) {
+        struct json_object *c = obj();
+        add_int(c, "hits", (int64_t)cs.hits);
+        add_int(c, "misses", (int64_t)cs.misses);
+        add_int(c, "ufs_bytes_read", (int64_t)cs.ufs_bytes_read);
+        add_int(c, "bytes_cached", (int64_t)cs.bytes_cached);
+        json_object_object_add(rep, "cache", c);
+    }
+    char *path = sl__asprintf("%s/report.json", r->run_dir);
+    char *tmp = sl__asprintf("%s/report.json.tmp", r->run_dir);
+    if (path && tmp &&
+        json_object_to_file_ext(tmp, rep, JSON_C_TO_STRING_PRETTY | JSON_C_TO_STRING_NOSLASHESCAPE) == 0 &&
+        rename(tmp, path) == 0) {
+        /* written */
+    } else {
+        sl__warn("%s: cannot write the run's report", path ? path : "report.json");
+    }
+    free(path);
+    free(tmp);
+    json_object_put(rep);
 }
 
 static void summary(struct run *r, int exit_code)
@@ -1068,20 +1346,59 @@ static void summary(struct run *r, int exit_code)
     fflush(stdout);
 }
 
+/* The executor: --executor's, else the file's. */
+static int choose_executor(struct run *r)
+{
+    const char *name = r->o->executor;
+    r->executor = r->p->executor;
+    if (!name) return 0;
+    if (!strcmp(name, "local"))
+        r->executor = SL_EXEC_LOCAL;
+    else if (!strcmp(name, "slurm"))
+        r->executor = SL_EXEC_SLURM;
+    else
+        return sl__err(SL_E_USAGE, "--executor: expected local or slurm, got \"%s\"", name);
+    return 0;
+}
+
+static int open_executor(struct run *r)
+{
+    r->host = (struct sl_exec_host){.ended = ended, .state = exec_state, .warn = exec_warn,
+                                    .arg = r};
+    if (r->o->dry_run) return 0; /* nothing starts */
+    if (r->executor == SL_EXEC_LOCAL) return local_open(&r->host, &r->x);
+    struct sl_slurm_cfg cfg = {.run = strrchr(r->run_dir, '/') + 1, .script_dir = r->run_dir,
+                               .partition = r->p->slurm_partition};
+    return sl_exec_slurm_open(&r->host, &cfg, &r->x);
+}
+
 int sl_run(struct sl_pipeline *p, const struct sl_run_opts *o, int *exit_code)
 {
     struct run r = {.p = p, .o = o, .sfd = -1, .started = mono()};
     sigset_t mask, old;
+    bool masked = false;
     int rc;
 
     *exit_code = 1;
     r.jobs = calloc(p->nstages ? p->nstages : 1, sizeof(*r.jobs));
     if (!r.jobs) return -ENOMEM;
-    for (size_t i = 0; i < p->nstages; i++) r.jobs[i].s = &p->stages[i];
+    for (size_t i = 0; i < p->nstages; i++) {
+        r.jobs[i].s = &p->stages[i];
+        r.jobs[i].status = -1;
+    }
+    if ((rc = choose_executor(&r)) < 0) goto out;
     set_limits(&r);
     if ((rc = select_stages(&r)) < 0 || (rc = check_resources(&r)) < 0 ||
         (rc = make_dirs(&r)) < 0)
         goto out;
+    char exe[4096];
+    ssize_t n = readlink("/proc/self/exe", exe, sizeof(exe) - 1);
+    if (n > 0) {
+        exe[n] = '\0';
+        r.trace_lib = sl_profile_trace_lib(exe);
+    }
+    if (!r.trace_lib && !o->dry_run)
+        sl__warn("%s not found next to sluice: stages run without their I/O profile", SL_TRACE_LIB);
     char *lock_path = sl__asprintf("%s/sluice.lock", p->dir);
     if (!lock_path) {
         rc = -ENOMEM;
@@ -1101,36 +1418,40 @@ int sl_run(struct sl_pipeline *p, const struct sl_run_opts *o, int *exit_code)
     sigaddset(&mask, SIGINT);
     sigaddset(&mask, SIGTERM);
     sigprocmask(SIG_BLOCK, &mask, &old);
+    masked = true;
     r.sfd = signalfd(-1, &mask, SFD_CLOEXEC | SFD_NONBLOCK);
     if (r.sfd < 0) {
         rc = sl__err(-errno, "signalfd: %s", strerror(errno));
-        sigprocmask(SIG_SETMASK, &old, NULL);
         goto out;
     }
+    if ((rc = open_executor(&r)) < 0) goto out;
     struct json_object *e = obj();
     add_str(e, "pipeline", p->file);
     add_int(e, "stages", (int64_t)(p->nstages - r.counts[S_IDLE]));
     add_str(e, "run_dir", o->dry_run ? NULL : r.run_dir);
+    add_str(e, "executor", r.executor == SL_EXEC_SLURM ? "slurm" : "local");
     json_object_object_add(e, "dry_run", json_object_new_boolean(o->dry_run));
     event(&r, "run", NULL, e);
 
     for (;;) {
+        r.progress = false;
         timers(&r); /* retries whose time came are ready now */
         start_ready(&r);
-        int64_t next = timers(&r);
+        int64_t next = r.x ? r.x->ops->poll(r.x) : 0;
+        if (r.progress) continue; /* what ended may have made more stages ready */
+        int64_t retry = timers(&r);
         if (!r.counts[S_RUNNING] && !r.counts[S_RETRY_WAIT] &&
             (r.stopping || !r.counts[S_READY]))
             break;
+        if (retry && (!next || retry < next)) next = retry;
         if (o->status) {
             if (mono() >= r.next_redraw) status_draw(&r);
             if (!next || r.next_redraw < next) next = r.next_redraw;
         }
-        /* A second's poll at most while stages run: a SIGCHLD that went to a thread with
-         * the signal unblocked (one the caller started early) is then late, never lost. */
-        int timeout = r.counts[S_RUNNING] ? 1000 : -1;
+        int timeout = -1;
         if (next) {
             int64_t wait = next - mono();
-            timeout = wait <= 0 ? 0 : (int)SL_MIN(wait / 1000000 + 1, timeout < 0 ? 60000 : timeout);
+            timeout = wait <= 0 ? 0 : (int)SL_MIN(wait / 1000000 + 1, 60000);
         }
         struct pollfd pfd = {.fd = r.sfd, .events = POLLIN};
         if (poll(&pfd, 1, timeout) > 0) {
@@ -1138,7 +1459,6 @@ int sl_run(struct sl_pipeline *p, const struct sl_run_opts *o, int *exit_code)
             while (read(r.sfd, &si, sizeof(si)) == sizeof(si))
                 if (si.ssi_signo == SIGINT || si.ssi_signo == SIGTERM) interrupt(&r, (int)si.ssi_signo);
         }
-        reap(&r);
     }
     /* What never became ready (a failure upstream without --keep-going, an interrupt). */
     for (size_t i = 0; i < p->nstages; i++) {
@@ -1152,21 +1472,28 @@ int sl_run(struct sl_pipeline *p, const struct sl_run_opts *o, int *exit_code)
         event(&r, "not_run", j, ev);
     }
     *exit_code = r.interrupted ? 130 : r.counts[S_FAILED] ? 1 : 0;
+    write_report(&r, *exit_code);
     summary(&r, *exit_code);
-    sigprocmask(SIG_SETMASK, &old, NULL);
     rc = 0;
 out:
+    if (r.x) r.x->ops->close(r.x);
     if (r.sfd >= 0) close(r.sfd);
+    if (masked) sigprocmask(SIG_SETMASK, &old, NULL);
     sl_hasher_close(r.hasher);
     sl_lock_free(r.lock);
     for (size_t i = 0; i < p->nstages; i++) {
         free(r.jobs[i].log);
         free(r.jobs[i].why);
+        free(r.jobs[i].job_id);
+        free(r.jobs[i].xstate);
+        free(r.jobs[i].xreason);
         json_object_put(r.jobs[i].deps);
+        json_object_put(r.jobs[i].profile);
     }
     free(r.jobs);
     free(r.state_dir);
     free(r.run_dir);
     free(r.log_dir);
+    free(r.trace_lib);
     return rc;
 }

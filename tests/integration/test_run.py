@@ -172,6 +172,44 @@ class Caching(RunCase):
         self.assertIn(b'no stage "nope"', r.stderr)
 
 
+class Report(RunCase):
+
+    def test_each_stage_access_pattern(self):
+        self.pipeline("""\
+stages:
+  ingest:
+    cmd: mkdir -p raw && for i in $(seq 50); do head -c 20000 /dev/urandom > raw/$i.bin; done
+    outs: [raw]
+  prep:
+    cmd: cat raw/*.bin raw/*.bin raw/*.bin raw/*.bin raw/*.bin > big.bin
+    deps: [raw]
+    outs: [big.bin]
+  train:
+    cmd: /usr/bin/python3 -c "import os,random; f=os.open('big.bin',os.O_RDONLY); [os.pread(f,4096,random.randrange(4900000)) for _ in range(100)]; open('model.txt','w').write('ok')"
+    deps: [big.bin]
+    outs: [model.txt]
+""")
+        self.run_p()
+        rep = json.loads(self.sluice("report", "-f", os.path.join(self.p, "pipeline.yaml"), "--json",
+                                     config=False).stdout)
+        by = {s["stage"]: s for s in rep["stages"]}
+        ingest, prep, train = by["ingest"]["profile"], by["prep"]["profile"], by["train"]["profile"]
+        self.assertEqual((ingest["kind"], ingest["files_written"], ingest["bytes_written"]),
+                         ("write-only", 50, 50 * 20000))
+        self.assertEqual(ingest["file_sizes"]["small"], 50)
+        self.assertEqual(ingest["file_count_class"], "small")
+        self.assertEqual((prep["kind"], prep["access"], prep["files_read"]), ("read/write 1:1", "sequential", 50))
+        self.assertEqual((prep["bytes_read"], prep["bytes_written"]), (5 * 50 * 20000, 5 * 50 * 20000))
+        self.assertEqual(prep["file_sizes"]["medium"], 1)
+        self.assertEqual((train["access"], train["reads"]), ("random", 100))
+        self.assertEqual(train["bytes_read"], 100 * 4096)  # the pages asked for, not the file
+        table = self.sluice("report", "-f", os.path.join(self.p, "pipeline.yaml"), config=False).stdout.decode()
+        self.assertRegex(table, r"ingest\s+done")
+        self.assertIn("write-only", table)
+        r = self.sluice("report", "-f", os.path.join(self.tmp, "nowhere", "pipeline.yaml"), config=False, expect=1)
+        self.assertIn(b"no report", r.stderr)
+
+
 class SluicePaths(RunCase):
 
     def test_a_namespace_dep_is_known_by_its_version(self):
