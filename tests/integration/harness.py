@@ -18,6 +18,11 @@ SLUICE = os.path.abspath(os.environ.get("SLUICE_BIN") or os.path.join(HERE, ".."
 TIMEOUT = int(os.environ.get("SLUICE_TEST_TIMEOUT", "180"))
 MiB = 1 << 20
 PAGE = MiB
+# The sanitizer build checks memory and behaviour, not scale: its pass of the suite reads the
+# "1 GiB" and "10,000 objects" cases at a smaller size (the optimised build reads them whole).
+SANITIZED = os.environ.get("SLUICE_SANITIZED") == "1"
+LARGE = (128 if SANITIZED else 1024) * MiB
+MANY = 2000 if SANITIZED else 10000
 
 
 def sha256(data):

@@ -11,7 +11,7 @@ import subprocess
 import threading
 import time
 
-from harness import (MiB, PAGE, TOOLS, RemoteCase, SluiceCase, main, mount_pid, random_bytes,
+from harness import (LARGE, MiB, PAGE, TOOLS, RemoteCase, SluiceCase, main, mount_pid, random_bytes,
                      read_file, sha256_file, wait_gone)
 
 
@@ -128,7 +128,7 @@ class LocalMountTest(MountCase):
         self.assertEqual(int(r.stdout.split()[0]), files_bytes)
 
     def test_large_file_cold_and_hot(self):
-        size = 1024 * MiB + 4321  # 1 GiB and a bit: pages, runs and a short last page
+        size = LARGE + 4321  # 1 GiB and a bit: pages, runs and a short last page
         src = os.path.join(self.data, "big.bin")
         with open(src, "wb") as f:
             for i in range(0, size, 64 * MiB):
@@ -643,7 +643,7 @@ class S3MountTest(RemoteCase):
 
         for i in range(1000):
             put(f"many/d{i % 10}/f{i:04d}.bin", [random_bytes(random.Random(i).randrange(1, 65536), i)])
-        size = 1024 * MiB + 777
+        size = LARGE + 777
         put("big/g.bin", (random_bytes(min(64 * MiB, size - o), o) for o in range(0, size, 64 * MiB)))
         s3 = self.start_s3("data")
         self.config = self.s3_config(s3, "s3://data", size="2GiB")

@@ -9,7 +9,7 @@ import subprocess
 import threading
 import time
 
-from harness import MiB, PAGE, RemoteCase, main, random_bytes, sha256, sha256_file
+from harness import MANY, MiB, PAGE, RemoteCase, main, random_bytes, sha256, sha256_file
 
 
 class S3Case(RemoteCase):
@@ -82,7 +82,7 @@ class ReadTest(S3Case):
     def test_ten_thousand_objects(self):
         root = os.path.join(self.tmp, "many")
         want = {}
-        for i in range(10000):
+        for i in range(MANY):
             d = os.path.join(root, f"d{i % 20:02d}")
             os.makedirs(d, exist_ok=True)
             data = random_bytes(100 + (i * 37) % 3000, i)
