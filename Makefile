@@ -34,9 +34,12 @@ test-unit: build
 test-integration: build
 	meson test -C $(BUILD) --print-errorlogs --suite integration
 
+# verify_asan_link_order=0: pipeline stages run with sluice-trace.so preloaded (the I/O
+# profile), and a sanitized sluice started by a stage would otherwise refuse to start because
+# the sanitizer's runtime is not the first library of the process.
 test-asan: $(ASAN)/build.ninja
 	ninja -C $(ASAN)
-	ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
+	ASAN_OPTIONS=detect_leaks=1:abort_on_error=1:verify_asan_link_order=0 UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
 		meson test -C $(ASAN) --print-errorlogs --suite unit --suite integration
 
 demo: deps
