@@ -299,7 +299,7 @@ static int digest_tree(struct sl_hasher *h, const char *root, struct sl_digest *
     struct tree t = {.root = (char *)root};
     int rc = collect(&t, "");
     if (rc < 0) goto out;
-    qsort(t.files, t.n, sizeof(*t.files), cmp_file);
+    if (t.n > 1) qsort(t.files, t.n, sizeof(*t.files), cmp_file);
 
     size_t unknown = 0;
     for (size_t i = 0; i < t.n; i++) {

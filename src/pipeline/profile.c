@@ -119,7 +119,7 @@ int sl_profile_collect(const char *trace_dir, struct json_object **out)
     int rc = read_dir(trace_dir, &a);
     *out = NULL;
     if (rc < 0) goto out;
-    qsort(a.v, a.n, sizeof(*a.v), cmp_path);
+    if (a.n) qsort(a.v, a.n, sizeof(*a.v), cmp_path);
 
     uint64_t read = 0, written = 0, seq = 0, reads = 0, writes = 0, files_read = 0,
              files_written = 0, files = 0, by_size[3] = {0};
