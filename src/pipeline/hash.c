@@ -244,7 +244,7 @@ static int collect(struct tree *t, const char *rel)
         }
         struct stat st;
         bool dir_entry = de->d_type == DT_DIR;
-        if (de->d_type != DT_DIR || de->d_type == DT_UNKNOWN) {
+        if (de->d_type != DT_DIR) {
             if (fstatat(dirfd(d), de->d_name, &st, 0) < 0) {
                 free(sub); /* gone since the listing, or a dangling link: not a file of it */
                 continue;

@@ -385,6 +385,37 @@ stages:
         self.assertFalse(os.path.exists(os.path.join(self.p, "c")))
 
 
+class Killed(RunCase):
+
+    def test_a_killed_run_leaves_a_whole_lock_and_its_finished_stages(self):
+        self.pipeline("""\
+stages:
+  quick: {cmd: echo q > q.txt, outs: [q.txt]}
+  slow: {cmd: 'echo $$ > slow.pid; sleep 60', after: [quick]}
+""")
+        proc = self.popen("run", "-f", os.path.join(self.p, "pipeline.yaml"),
+                          stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        pid_file = os.path.join(self.p, "slow.pid")
+        for _ in range(200):
+            if os.path.exists(pid_file) and read_file(pid_file).strip():
+                break
+            time.sleep(0.05)
+        proc.kill()  # SIGKILL: no chance to write anything more
+        proc.wait(timeout=30)
+        os.kill(int(read_file(pid_file)), signal.SIGKILL)
+        lock = json.loads(read_file(os.path.join(self.p, "sluice.lock")))
+        self.assertIn("quick", lock["stages"])
+        # The next run trusts what the killed one recorded, and runs the rest.
+        self.pipeline("""\
+stages:
+  quick: {cmd: echo q > q.txt, outs: [q.txt]}
+  slow: {cmd: 'true', after: [quick]}
+""")
+        ev = self.events()
+        self.assertEqual(self.stages(ev, "cached"), ["quick"])
+        self.assertEqual(self.stages(ev, "done"), ["slow"])
+
+
 class BadFiles(RunCase):
 
     def check(self, text, *needles):
