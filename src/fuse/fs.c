@@ -451,6 +451,8 @@ struct dir {
     double timeout;      /* the directory's own: its files' (a mount point below is a dir) */
     int err;
     pthread_t lister;
+    struct stage_entry *staged; /* files being written here, listed first, sorted */
+    size_t nstaged;
 };
 
 static int dir_put(void *arg, const sl_dirent_t *ent)
@@ -478,11 +480,40 @@ static int dir_put(void *arg, const sl_dirent_t *ent)
     return 0;
 }
 
+static int staged_cmp(const void *name, const void *ent)
+{
+    return strcmp(name, ((const struct stage_entry *)ent)->name);
+}
+
+/* A store entry, unless a file being written has its name (it was listed first). */
+static int dir_put_stored(void *arg, const sl_dirent_t *ent)
+{
+    struct dir *d = arg;
+    if (d->nstaged && bsearch(ent->name, d->staged, d->nstaged, sizeof(*d->staged), staged_cmp))
+        return 0;
+    return dir_put(d, ent);
+}
+
 static void *dir_main(void *arg)
 {
     struct dir *d = arg;
-    int rc = sl__control_path(d->path) ? sl__control_list(d->path, dir_put, d)
-                                       : sl_list(d->fs->sl, d->path, dir_put, d);
+    int rc = 0;
+    if (sl__control_path(d->path)) {
+        rc = sl__control_list(d->path, dir_put, d);
+    } else {
+        /* Files being written through this mount first (new ones are not in the store until
+         * their close), as stat_path describes them. */
+        struct timespec now;
+        clock_gettime(CLOCK_REALTIME, &now);
+        for (size_t i = 0; i < d->nstaged && rc == 0; i++) {
+            sl_dirent_t ent = {.name = d->staged[i].name,
+                               .st = {.type = SL_TYPE_FILE, .size = d->staged[i].size,
+                                      .mode = 0644,
+                                      .mtime_ns = (int64_t)now.tv_sec * 1000000000 + now.tv_nsec}};
+            rc = dir_put(d, &ent);
+        }
+        if (rc == 0) rc = sl_list(d->fs->sl, d->path, dir_put_stored, d);
+    }
     if (rc < 0) fprintf(stderr, "sluice: %s\n", sl_errmsg(rc));
     pthread_mutex_lock(&d->lock);
     d->done = true;
@@ -504,6 +535,9 @@ static void dir_stop(struct dir *d)
         d->running = false;
     }
     for (; d->count; d->count--, d->head = (d->head + 1) % DIR_RING) free(d->ring[d->head].name);
+    while (d->nstaged) free(d->staged[--d->nstaged].name);
+    free(d->staged);
+    d->staged = NULL;
 }
 
 /* (Re)starts the listing from its first entry. */
@@ -515,6 +549,10 @@ static int dir_start(struct dir *d)
     d->next = 0;
     d->done = d->stop = false;
     d->err = 0;
+    int rc = sl__control_path(d->path) ? 0
+                                       : sl__stages_in(&d->fs->stages, d->path, &d->staged,
+                                                       &d->nstaged);
+    if (rc < 0) return errno_of(rc);
     if (pthread_create(&d->lister, NULL, dir_main, d) != 0) return ENOMEM;
     d->running = true;
     return 0;

@@ -13,10 +13,12 @@
  * Only acknowledged bytes are promised, and they are never lost: if the mount dies before the
  * upload, the next mount of the same cache uploads them first (sl__stages_open). A data file
  * without its meta was never acknowledged (no fsync or close had returned) and is dropped. A
- * failed upload leaves the entry acknowledged: the writer's close gets EIO, and the upload is
- * tried again at unmount and at the next mount. A live mount holds an exclusive flock on each
- * of its data files, so another mount starting on the same cache never takes them for
- * abandoned ones.
+ * failed upload leaves the entry acknowledged: the writer's close gets EIO, the file stays
+ * staged (listed and readable through the mount), and a retry thread tries the upload again,
+ * 2 s after the failure and then at doubling intervals up to a minute, until the store takes
+ * it; unmounting tries once more, and what is still refused waits in the journal for the next
+ * mount, which takes it in the same way. A live mount holds an exclusive flock on each of its
+ * data files, so another mount starting on the same cache never takes them for abandoned ones.
  *
  * Locking: S->lock guards the list and refs; a stage's lock guards its size and state and is
  * held across its upload (writes to that file wait; others do not). A path changes (rename)
@@ -32,11 +34,14 @@
 #include <sys/file.h>
 #include <sys/random.h>
 #include <sys/stat.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "fuse/stage.h"
 
 #define CHUNK (1U << 20)
+#define RETRY_FIRST_S 2
+#define RETRY_MAX_S 60
 
 struct stage {
     struct stage *next;
@@ -126,7 +131,25 @@ static void drop_entry(struct stages *S, uint64_t id, bool data_too)
     free(data);
 }
 
+static void *retry_main(void *arg);
+
 /* ---- recovery ------------------------------------------------------------------------------- */
+
+/* Takes an acknowledged entry whose upload failed in as a kept stage (no writer holds it):
+ * listed and readable through the mount, uploaded by the retries. Owns fd and path. */
+static int adopt(struct stages *S, uint64_t id, int fd, char *path, uint64_t size)
+{
+    struct stage *s = calloc(1, sizeof(*s));
+    if (!s) return -ENOMEM;
+    *s = (struct stage){.path = path, .id = id, .fd = fd, .size = size, .dirty = true,
+                        .acked = true};
+    pthread_mutex_init(&s->lock, NULL);
+    pthread_mutex_lock(&S->lock);
+    s->next = S->head;
+    S->head = s;
+    pthread_mutex_unlock(&S->lock);
+    return 0;
+}
 
 /* Uploads one entry a dead mount left; 1 if it was someone's live entry (left alone). */
 static int recover_one(struct stages *S, uint64_t id, int *pending)
@@ -138,7 +161,7 @@ static int recover_one(struct stages *S, uint64_t id, int *pending)
     FILE *f = NULL;
 
     if (!meta || !data) goto out;
-    if ((fd = open(data, O_RDONLY | O_CLOEXEC)) < 0 && errno != ENOENT) goto out;
+    if ((fd = open(data, O_RDWR | O_CLOEXEC)) < 0 && errno != ENOENT) goto out;
     if (fd >= 0 && flock(fd, LOCK_EX | LOCK_NB) < 0) {
         rc = 1; /* a live mount's */
         goto out;
@@ -151,10 +174,11 @@ static int recover_one(struct stages *S, uint64_t id, int *pending)
     }
     uint64_t size = strtoull(line, NULL, 10);
     if ((rc = upload(S->sl, path, fd, size)) < 0) {
-        fprintf(stderr, "sluice: %s: upload of what a stopped mount was writing failed (%s); "
-                        "kept for the next mount\n", path, sl_errmsg(rc));
+        fprintf(stderr, "sluice: %s: upload of what a stopped mount had acknowledged failed "
+                        "(%s); kept in the journal and tried again\n", path, sl_errmsg(rc));
         ++*pending;
         rc = 0;
+        if (adopt(S, id, fd, path, size) == 0) fd = -1, path = NULL; /* else: next mount's */
         goto out;
     }
     fprintf(stderr, "sluice: %s: uploaded what a stopped mount had acknowledged (%" PRIu64
@@ -177,6 +201,11 @@ int sl__stages_open(struct stages *S, sl_t *sl, int *recovered, int *pending)
     memset(S, 0, sizeof(*S));
     S->sl = sl;
     pthread_mutex_init(&S->lock, NULL);
+    pthread_condattr_t ca;
+    pthread_condattr_init(&ca);
+    pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+    pthread_cond_init(&S->wake, &ca);
+    pthread_condattr_destroy(&ca);
     if (!cache) return SL_E_NO_CACHE; /* nowhere to stage writes: the mount stays read-only */
     if (asprintf(&S->dir, "%s/journal", cache) < 0) {
         S->dir = NULL;
@@ -205,10 +234,16 @@ int sl__stages_open(struct stages *S, sl_t *sl, int *recovered, int *pending)
         }
     }
     closedir(d);
+    S->retrying = pthread_create(&S->retrier, NULL, retry_main, S) == 0;
+    if (!S->retrying)
+        fprintf(stderr, "sluice: warning: no retry thread: failed uploads wait for unmount\n");
     return 0;
 }
 
-int sl__stages_drain(struct stages *S)
+/* Uploads the staged files that changed: all of them, or only the kept ones (acknowledged,
+ * their upload failed, no writer has them open: the only ones in the list with no reference).
+ * Returns how many failed; *tried: how many it tried. */
+static int upload_all(struct stages *S, bool kept_only, size_t *tried)
 {
     size_t n = 0, cap = 0;
     struct stage **all = NULL;
@@ -216,9 +251,10 @@ int sl__stages_drain(struct stages *S)
 
     pthread_mutex_lock(&S->lock);
     for (struct stage *s = S->head; s; s = s->next) {
+        if (kept_only && s->refs) continue;
         if (n == cap) {
             struct stage **more = realloc(all, (cap = cap ? 2 * cap : 16) * sizeof(*all));
-            if (!more) break; /* the rest stay in the journal for the next mount */
+            if (!more) break; /* the rest: the next time */
             all = more;
         }
         s->refs++;
@@ -230,11 +266,115 @@ int sl__stages_drain(struct stages *S)
         sl__stage_release(S, all[i]);
     }
     free(all);
+    *tried = n;
     return failed;
+}
+
+int sl__stages_drain(struct stages *S)
+{
+    size_t tried;
+    return upload_all(S, false, &tried);
+}
+
+/* The retry thread: kept files go up as soon as their store takes them again. */
+static void *retry_main(void *arg)
+{
+    struct stages *S = arg;
+    unsigned wait_s = RETRY_FIRST_S;
+
+    pthread_mutex_lock(&S->lock);
+    while (!S->stop) {
+        struct timespec until;
+        clock_gettime(CLOCK_MONOTONIC, &until);
+        until.tv_sec += wait_s;
+        while (!S->stop && pthread_cond_timedwait(&S->wake, &S->lock, &until) == 0) {
+        }
+        if (S->stop) break;
+        bool kept = false;
+        for (struct stage *s = S->head; s && !kept; s = s->next) kept = s->refs == 0;
+        pthread_mutex_unlock(&S->lock);
+        size_t tried = 0;
+        int failed = kept ? upload_all(S, true, &tried) : 0;
+        if (tried)
+            fprintf(stderr, "sluice: %zu kept file(s) tried again: %zu in their stores now, %d "
+                            "still refused\n", tried, tried - (size_t)failed, failed);
+        pthread_mutex_lock(&S->lock);
+        if (failed)
+            wait_s = wait_s * 2 > RETRY_MAX_S ? RETRY_MAX_S : wait_s * 2;
+        else
+            wait_s = RETRY_FIRST_S;
+    }
+    pthread_mutex_unlock(&S->lock);
+    return NULL;
+}
+
+static int entry_cmp(const void *a, const void *b)
+{
+    return strcmp(((const struct stage_entry *)a)->name, ((const struct stage_entry *)b)->name);
+}
+
+int sl__stages_in(struct stages *S, const char *dir, struct stage_entry **out, size_t *count)
+{
+    size_t n = 0, cap = 0, len = strlen(dir);
+    struct stage_entry *ents = NULL;
+    struct stage **held = NULL;
+    int rc = 0;
+
+    *out = NULL;
+    *count = 0;
+    while (len > 1 && dir[len - 1] == '/') len--;
+    pthread_mutex_lock(&S->lock);
+    for (struct stage *s = S->head; s; s = s->next) {
+        const char *p = s->path;
+        if (s->gone || strncmp(p, dir, len) != 0) continue;
+        p += len;
+        if (len > 1 && *p++ != '/') continue; /* "/a/bc" is not in "/a/b" */
+        if (!*p || strchr(p, '/')) continue;  /* in a folder below */
+        if (n == cap) {
+            cap = cap ? 2 * cap : 8;
+            struct stage_entry *e = realloc(ents, cap * sizeof(*ents));
+            struct stage **h = realloc(held, cap * sizeof(*held));
+            if (e) ents = e;
+            if (h) held = h;
+            if (!e || !h) {
+                rc = -ENOMEM;
+                break;
+            }
+        }
+        if (!(ents[n].name = strdup(p))) {
+            rc = -ENOMEM;
+            break;
+        }
+        s->refs++;
+        held[n++] = s;
+    }
+    pthread_mutex_unlock(&S->lock);
+    /* Sizes outside S->lock: a stage's lock is held across its upload. */
+    for (size_t i = 0; i < n; i++) {
+        ents[i].size = sl__stage_size(held[i]);
+        sl__stage_release(S, held[i]);
+    }
+    free(held);
+    if (rc < 0) {
+        while (n) free(ents[--n].name);
+        free(ents);
+        return rc;
+    }
+    if (n) qsort(ents, n, sizeof(*ents), entry_cmp);
+    *out = ents;
+    *count = n;
+    return 0;
 }
 
 void sl__stages_close(struct stages *S)
 {
+    if (S->retrying) {
+        pthread_mutex_lock(&S->lock);
+        S->stop = true;
+        pthread_cond_broadcast(&S->wake);
+        pthread_mutex_unlock(&S->lock);
+        pthread_join(S->retrier, NULL);
+    }
     while (S->head) {
         struct stage *s = S->head;
         S->head = s->next;
@@ -244,6 +384,7 @@ void sl__stages_close(struct stages *S)
         free(s->path);
         free(s);
     }
+    pthread_cond_destroy(&S->wake);
     pthread_mutex_destroy(&S->lock);
     free(S->dir);
 }
@@ -341,7 +482,7 @@ void sl__stage_release(struct stages *S, struct stage *s)
     pthread_mutex_lock(&S->lock);
     pthread_mutex_lock(&s->lock);
     /* Acknowledged and not in the store yet (its upload failed): it stays, so the file is
-     * still there for readers and the upload is tried again at unmount. */
+     * still there for readers and the upload is tried again (retry_main). */
     bool keep = s->acked && s->dirty && !s->gone;
     pthread_mutex_unlock(&s->lock);
     if (--s->refs > 0 || keep) {
@@ -431,8 +572,8 @@ int sl__stage_upload(struct stages *S, struct stage *s)
         char *path = strdup(s->path);
         rc = path ? upload(S->sl, path, s->fd, s->size) : -ENOMEM;
         if (rc < 0)
-            fprintf(stderr, "sluice: %s: upload failed (%s); kept in the journal, tried again "
-                            "at unmount, then at the next mount\n", path ? path : "",
+            fprintf(stderr, "sluice: %s: upload failed (%s); kept in the journal and tried "
+                            "again until the store takes it\n", path ? path : "",
                     sl_errmsg(rc));
         free(path);
     }

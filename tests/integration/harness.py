@@ -198,6 +198,17 @@ def mount_pid(point):
     return None
 
 
+def wait_for(cond, timeout=30):
+    """Polls cond() until it is true (True) or timeout seconds passed (False)."""
+    import time
+    end = time.monotonic() + timeout
+    while not cond():
+        if time.monotonic() > end:
+            return False
+        time.sleep(0.1)
+    return True
+
+
 def wait_gone(pid, timeout=30):
     """Waits for process pid (None: nothing) to exit; True if it did."""
     import time

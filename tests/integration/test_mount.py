@@ -12,7 +12,7 @@ import threading
 import time
 
 from harness import (LARGE, MiB, PAGE, TOOLS, RemoteCase, SluiceCase, main, mount_pid, random_bytes,
-                     read_file, sha256_file, wait_gone)
+                     read_file, sha256_file, wait_for, wait_gone)
 
 
 def run(*argv, cwd=None):
@@ -509,15 +509,73 @@ class LocalWriteTest(MountCase):
             f.close()
         self.assertEqual(e.exception.errno, errno.EIO)
         self.assertTrue(os.listdir(os.path.join(self.cache, "journal")), "kept in the journal")
-        # The store comes back: the file is still there for readers; unmounting uploads it.
+        # The store comes back: the file is there for readers and listed once (staged, or in
+        # the store if the retry was quick), and the mount's retry uploads it, no unmount.
         os.unlink(os.path.join(self.data, "d"))
         os.rename(os.path.join(self.tmp, "d-aside"), os.path.join(self.data, "d"))
-        self.assertFalse(os.path.exists(os.path.join(self.data, "d", "x.bin")))
+        self.assertEqual(os.listdir(os.path.join(mnt, "data", "d")), ["x.bin"])
         self.assertEqual(read_file(os.path.join(mnt, "data", "d", "x.bin")), b"precious")
-        self.sluice("umount", mnt)
-        self.mounted.remove(mnt)
+        self.assertTrue(wait_for(lambda: os.path.exists(os.path.join(self.data, "d", "x.bin"))),
+                        "the retry did not upload it")
         self.assertEqual(read_file(os.path.join(self.data, "d", "x.bin")), b"precious")
-        self.assertEqual(os.listdir(os.path.join(self.cache, "journal")), [])
+        self.assertTrue(wait_for(lambda: not os.listdir(os.path.join(self.cache, "journal"))))
+        self.assertEqual(os.listdir(os.path.join(mnt, "data", "d")), ["x.bin"])
+
+    def test_refused_at_recovery_is_kept_and_retried_by_the_mount(self):
+        os.makedirs(os.path.join(self.data, "d"))
+        mnt = self.mount()
+        pid = mount_pid(mnt)
+        f = open(os.path.join(mnt, "data", "d", "y.bin"), "wb")
+        f.write(b"acknowledged")
+        f.flush()
+        os.fsync(f.fileno())
+        os.kill(pid, signal.SIGKILL)
+        self.assertTrue(wait_gone(pid))
+        try:
+            f.close()
+        except OSError:
+            pass
+        # The next mount finds the store refusing too: it mounts, and keeps the file staged.
+        os.rename(os.path.join(self.data, "d"), os.path.join(self.tmp, "d-aside"))
+        with open(os.path.join(self.data, "d"), "wb") as blocker:
+            blocker.write(b"not a folder")
+        r = self.sluice("mount", mnt)
+        self.assertIn(b"kept in the journal", r.stderr)
+        self.assertTrue(os.listdir(os.path.join(self.cache, "journal")))
+        os.unlink(os.path.join(self.data, "d"))
+        os.rename(os.path.join(self.tmp, "d-aside"), os.path.join(self.data, "d"))
+        self.assertTrue(wait_for(lambda: os.path.exists(os.path.join(self.data, "d", "y.bin"))),
+                        "the retry did not upload it")
+        self.assertEqual(read_file(os.path.join(self.data, "d", "y.bin")), b"acknowledged")
+        self.assertEqual(read_file(os.path.join(mnt, "data", "d", "y.bin")), b"acknowledged")
+        self.assertTrue(wait_for(lambda: not os.listdir(os.path.join(self.cache, "journal"))))
+
+    def test_files_being_written_are_listed(self):
+        self.make_file("old.bin", 100)
+        mnt = self.mount()
+        d = os.path.join(mnt, "data")
+        with open(os.path.join(d, "new.bin"), "wb") as new, \
+                open(os.path.join(d, "old.bin"), "r+b") as old:
+            new.write(b"x" * 1000)
+            new.flush()
+            old.seek(0, os.SEEK_END)
+            old.write(b"y" * 50)
+            old.flush()
+            self.assertFalse(os.path.exists(os.path.join(self.data, "new.bin")), "not uploaded")
+            # Listed at once, each name once, at the size written so far.
+            self.assertEqual(sorted(os.listdir(d)), ["new.bin", "old.bin"])
+            r = run("ls", "-l", d)
+            self.assertEqual(r.returncode, 0, r.stderr)
+            sizes = {ln.split()[-1].decode(): int(ln.split()[4]) for ln in r.stdout.splitlines()[1:]}
+            self.assertEqual(sizes, {"new.bin": 1000, "old.bin": 150})
+            os.mkdir(os.path.join(d, "sub"))
+            with open(os.path.join(d, "sub", "deep.bin"), "wb") as deep:
+                deep.write(b"z")
+                deep.flush()
+                self.assertEqual(os.listdir(os.path.join(d, "sub")), ["deep.bin"])
+                self.assertEqual(sorted(os.listdir(d)), ["new.bin", "old.bin", "sub"])
+        self.assertEqual(sorted(os.listdir(d)), ["new.bin", "old.bin", "sub"])
+        self.assertEqual(sorted(os.listdir(self.data)), ["new.bin", "old.bin", "sub"])
 
     def test_unacknowledged_bytes_are_not_uploaded_by_recovery(self):
         mnt = self.mount()
