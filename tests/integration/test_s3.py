@@ -20,12 +20,17 @@ class S3Case(RemoteCase):
         self.s3 = self.start_s3(self.bucket)
         self.config = self.s3_config(self.s3, f"s3://{self.bucket}")
 
-    def put(self, key, data, server=None):
+    def put(self, key, data):
+        """An object in the store, put there behind s3rver's back (harness.s3_seed)."""
+        self.s3_seed(self.bucket, key, data)
+        return data
+
+    def aws_put(self, key, data):
+        """An object uploaded by aws: for the keys whose encoding is the test."""
         src = os.path.join(self.tmp, "upload.tmp")
         with open(src, "wb") as f:
             f.write(data)
-        self.aws(server or self.s3, "s3", "cp", src, f"s3://{self.bucket}/{key}",
-                 "--only-show-errors")
+        self.aws(self.s3, "s3", "cp", src, f"s3://{self.bucket}/{key}", "--only-show-errors")
         os.unlink(src)
         return data
 
@@ -80,17 +85,10 @@ class ReadTest(S3Case):
         return SLUICE
 
     def test_ten_thousand_objects(self):
-        root = os.path.join(self.tmp, "many")
         want = {}
         for i in range(MANY):
-            d = os.path.join(root, f"d{i % 20:02d}")
-            os.makedirs(d, exist_ok=True)
-            data = random_bytes(100 + (i * 37) % 3000, i)
-            with open(os.path.join(d, f"o{i:05d}.bin"), "wb") as f:
-                f.write(data)
-            want[f"d{i % 20:02d}/o{i:05d}.bin"] = data
-        self.aws(self.s3, "s3", "sync", root, f"s3://{self.bucket}/many", "--only-show-errors",
-                 timeout=900)
+            key = f"d{i % 20:02d}/o{i:05d}.bin"
+            want[key] = self.put(f"many/{key}", random_bytes(100 + (i * 37) % 3000, i))
         # Listing: every key, in every directory.
         out = self.sluice("ls", "-R", "--json", "/s3/many").stdout.decode()
         import json
@@ -120,7 +118,7 @@ class ReadTest(S3Case):
                  "question?mark.bin", "semi;colon,comma.bin", "tilde~star*(paren).bin",
                  "dir with space/inner file.bin"]
         for i, n in enumerate(names):
-            self.put(f"odd/{n}", random_bytes(1000 + i, n))
+            self.aws_put(f"odd/{n}", random_bytes(1000 + i, n))
         ls = self.sluice("ls", "/s3/odd").stdout.decode().split("\n")
         for n in names:
             top = n.split("/")[0] + ("/" if "/" in n else "")
@@ -337,13 +335,8 @@ class BadPeerTest(S3Case):
 class MetadataTest(S3Case):
 
     def test_second_ls_R_makes_no_requests_within_ttl(self):
-        root = os.path.join(self.tmp, "tree")
         for i in range(1500):  # more than one listing page in one directory
-            d = os.path.join(root, "flat" if i < 1200 else f"d{i % 3}")
-            os.makedirs(d, exist_ok=True)
-            with open(os.path.join(d, f"k{i:05d}"), "wb") as f:
-                f.write(b"%d" % i)
-        self.aws(self.s3, "s3", "sync", root, f"s3://{self.bucket}/tree", "--only-show-errors")
+            self.put(f"tree/{'flat' if i < 1200 else f'd{i % 3}'}/k{i:05d}", b"%d" % i)
         first = self.sluice("ls", "-R", "-l", "/s3/tree").stdout
         after_first = self.stats()["ufs_requests"]
         self.assertGreater(after_first, 0)
