@@ -10,6 +10,7 @@
 #include <stdbool.h>
 #include <stdint.h>
 #include <stdio.h>
+#include <sys/types.h>
 
 #include "sluice.h"
 
@@ -84,6 +85,11 @@ int cli_list_sorted(sl_t *sl, const char *path, struct cli_entry **out, size_t *
 void cli_entries_free(struct cli_entry *ents, size_t n);
 /* dir + "/" + name, without doubling the '/'. Caller frees. */
 char *cli_join(const char *dir, const char *name);
+/* The mount point of the innermost fuse.sluice mount holding path (an absolute, resolved
+ * path: the mount point or below it), or NULL; *pid: the process serving it (the mount's
+ * source is "sluice:PID"), 0 if unknown. Mount points with spaces are written with octal
+ * escapes in mountinfo and are not matched. */
+char *cli_sluice_mount_of(const char *path, pid_t *pid);
 
 /* Recursively collects the regular files below path (or path itself if it is a file): calls cb
  * with each file's path and metadata, in `ls -R` order (a directory's files by name, then its

@@ -48,27 +48,12 @@ static const char umount_help[] =
     "  -h, --help  this help\n";
 
 /* True if mountpoint (an absolute, resolved path) is a mount of type fuse.sluice; *pid is the
- * process serving it (the mount's source is "sluice:PID", fs.c), 0 if unknown. Mount points
- * with spaces are written with octal escapes in mountinfo and are not matched. */
+ * process serving it, 0 if unknown. */
 static bool is_sluice_mount(const char *mountpoint, pid_t *pid)
 {
-    FILE *f = fopen("/proc/self/mountinfo", "r");
-    char line[8192];
-    bool found = false;
-
-    if (!f) return false;
-    while (!found && fgets(line, sizeof(line), f)) {
-        /* ID PARENT MAJ:MIN ROOT MOUNTPOINT OPTIONS ... - FSTYPE SOURCE SUPEROPTS */
-        char point[PATH_MAX], type[64];
-        long src_pid = 0;
-        const char *dash = strstr(line, " - ");
-        if (!dash || sscanf(line, "%*s %*s %*s %*s %4095s", point) != 1 ||
-            sscanf(dash + 3, "%63s sluice:%ld", type, &src_pid) < 1)
-            continue;
-        found = strcmp(point, mountpoint) == 0 && strcmp(type, "fuse.sluice") == 0;
-        if (found && pid) *pid = (pid_t)src_pid;
-    }
-    fclose(f);
+    char *m = cli_sluice_mount_of(mountpoint, pid);
+    bool found = m && strcmp(m, mountpoint) == 0;
+    free(m);
     return found;
 }
 

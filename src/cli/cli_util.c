@@ -2,6 +2,7 @@
  * cli_util.c - what the commands share: opening the library, errors and exit codes, JSON,
  * times, the progress bar, sorted listings and tree walks.
  */
+#include <limits.h>
 #include <stdarg.h>
 #include <stdlib.h>
 #include <string.h>
@@ -209,4 +210,35 @@ int cli_walk(sl_t *sl, const char *path, bool recursive, cli_walk_cb cb, void *a
     if (!recursive) return -EISDIR;
     struct walk_files wf = {.cb = cb, .arg = arg};
     return sl_walk(sl, path, walk_files, &wf);
+}
+
+char *cli_sluice_mount_of(const char *path, pid_t *pid)
+{
+    FILE *f = fopen("/proc/self/mountinfo", "re");
+    char line[8192], *best = NULL;
+    size_t best_len = 0;
+
+    if (!f) return NULL;
+    while (fgets(line, sizeof(line), f)) {
+        /* ID PARENT MAJ:MIN ROOT MOUNTPOINT OPTIONS ... - FSTYPE SOURCE SUPEROPTS */
+        char point[PATH_MAX], type[64];
+        long src_pid = 0;
+        const char *dash = strstr(line, " - ");
+        if (!dash || sscanf(line, "%*s %*s %*s %*s %4095s", point) != 1 ||
+            sscanf(dash + 3, "%63s sluice:%ld", type, &src_pid) < 1 ||
+            strcmp(type, "fuse.sluice") != 0)
+            continue;
+        size_t n = strlen(point);
+        bool holds = strncmp(path, point, n) == 0 &&
+                     (path[n] == '\0' || path[n] == '/' || strcmp(point, "/") == 0);
+        if (!holds || (best && n <= best_len)) continue;
+        char *p = strdup(point);
+        if (!p) continue;
+        free(best);
+        best = p;
+        best_len = n;
+        if (pid) *pid = (pid_t)src_pid;
+    }
+    fclose(f);
+    return best;
 }

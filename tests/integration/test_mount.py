@@ -820,6 +820,49 @@ class S3MountTest(RemoteCase):
         self.assertNotIn(".sluice", os.listdir(mnt))
         self.assertEqual(os.listdir(os.path.join(mnt, ".sluice")), ["order"])
 
+    def test_load_order_is_handed_to_the_mount(self):
+        # `sluice load --order` with paths as the job sees them through the mount: the mount's
+        # daemon runs the order (a window ahead of its readers, in its RAM), not the command.
+        s3 = self.start_s3("data")
+        far = self.start_throttle(s3, latency_ms=20)
+        self.config = self.s3_config(far, "s3://data", memory="8MiB",
+                                     extra_mount="metadata_ttl: -1")
+        names = [f"s{i:03d}.jpg" for i in range(60)]
+        want = {n: random_bytes(100 * 1024, n) for n in names}
+        for n in names:
+            self.s3_seed("data", f"train/{n}", want[n])
+        mnt = self.mount()
+        order = names[:]
+        random.Random(7).shuffle(order)
+        listing = os.path.join(self.tmp, "epoch.txt")
+        with open(listing, "w") as f:
+            f.write("# epoch 1\n" + "".join(f"{mnt}/s3/train/{n}\n" for n in order))
+        r = self.sluice("load", "--order", listing, config=False)
+        self.assertIn(b"60 item(s) handed to the mount", r.stderr)
+        self.assertTrue(wait_for(lambda: len(self.front_gets(s3, "data/train/")) >= 30))
+        time.sleep(0.5)
+        self.assertLessEqual(len(self.front_gets(s3, "data/train/")), 41, "the budget holds")
+        for n in order:
+            with open(os.path.join(mnt, "s3", "train", n), "rb") as f:
+                self.assertEqual(f.read(), want[n], n)
+            time.sleep(0.01)
+        status = json.loads(read_file(os.path.join(mnt, ".sluice", "order")))
+        self.assertEqual((status["items"], status["position"], status["skipped"]), (60, 60, 0))
+        self.assertEqual(sorted(self.front_gets(s3, "data/train/")),
+                         sorted(f"data/train/{n}" for n in names), "each sample fetched once")
+        # --json says where it went. A bad line is named before anything is handed over; a
+        # path the mount does not hold is the mount's refusal.
+        r = self.sluice("load", "--json", "--order", listing, config=False)
+        self.assertEqual(json.loads(r.stdout)["mount"], mnt)
+        with open(listing, "a") as f:
+            f.write(f"{mnt}/s3/train/{names[0]}\t0\tlots\n")
+        r = self.sluice("load", "--order", listing, config=False, expect=2)
+        self.assertIn(b"line 62", r.stderr)
+        with open(listing, "w") as f:
+            f.write(f"{mnt}/s3/train/{names[0]}\n/nowhere/x.jpg\n")
+        r = self.sluice("load", "--order", listing, config=False, expect=1)
+        self.assertIn(b"refused it", r.stderr)
+
     def test_writes_land_in_s3(self):
         s3, src = self.s3_and_tree(50, 5)
         mnt = self.mount()
