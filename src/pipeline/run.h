@@ -53,6 +53,19 @@ struct json_object *sl_lock_get(struct sl_lock *l, const char *stage);
  * worst without the records of its last moments (those stages run again). */
 int sl_lock_set(struct sl_lock *l, const char *stage, struct json_object *rec);
 
+/* ---- prefetch.c ------------------------------------------------------------------------ */
+
+/* Loads sluice paths into the cache in a thread of its own, in the order they are added (a
+ * folder: every file below it), while the run goes on: the deps of the stages that come next.
+ * A hint only: what cannot be loaded is passed over. */
+struct sl_prefetch;
+int sl_prefetch_open(sl_t *sl, struct sl_prefetch **out);
+void sl_prefetch_add(struct sl_prefetch *pf, const char *path); /* copied; NULL pf: nothing */
+/* Files loaded whole so far, and their bytes. */
+void sl_prefetch_figures(struct sl_prefetch *pf, size_t *files, uint64_t *bytes);
+/* Stops after the range in hand (the rest of the queue is dropped). Accepts NULL. */
+void sl_prefetch_close(struct sl_prefetch *pf);
+
 /* ---- sched.c --------------------------------------------------------------------------- */
 
 struct sl_run_opts {

@@ -107,6 +107,7 @@ struct job {
     char key[SL_HASH_HEX];
     struct json_object *deps; /* what its deps held when it was decided */
     struct json_object *profile; /* what it read and wrote, how (profile.c); NULL: not known */
+    bool prefetched;     /* its sluice deps were handed to the prefetch */
 };
 
 struct run {
@@ -120,6 +121,7 @@ struct run {
     enum sl_executor executor;
     struct sl_exec *x;          /* NULL for --dry-run: nothing is started */
     struct sl_exec_host host;   /* what x calls back: this run */
+    struct sl_prefetch *prefetch; /* the next stages' sluice deps; NULL: none to load */
     struct sl_resources limit, used; /* local only: Slurm schedules its own */
     uint64_t gpus_free;
     int sfd;
@@ -822,6 +824,51 @@ static int make_trace_dir(struct run *r, struct job *j)
     return rc;
 }
 
+/* True if an out of a stage above k that has not finished is dep or holds it, or is below it:
+ * its bytes are not made yet (what the store has now is an older version). */
+static bool made_above(struct run *r, const struct job *k, const char *dep)
+{
+    size_t dn = strlen(dep);
+    for (size_t u = 0; u < k->s->nup; u++) {
+        const struct job *up = &r->jobs[k->s->up[u]];
+        if (up->state == S_DONE || up->state == S_CACHED || up->state == S_IDLE) continue;
+        for (size_t o = 0; o < up->s->nouts; o++) {
+            const char *out = up->s->outs[o].path;
+            size_t on = strlen(out), n = SL_MIN(on, dn);
+            if (strncmp(out, dep, n) == 0 &&
+                (on == dn || (on < dn ? dep[on] == '/' : out[dn] == '/')))
+                return true;
+        }
+    }
+    return false;
+}
+
+/* The stages that come next, waiting for stages that run now and for nothing else: their
+ * sluice deps go to the prefetch (once a stage), but for those an unfinished stage above makes.
+ * Called when a stage starts: its run time is what the loads overlap. */
+static void prefetch_next(struct run *r)
+{
+    if (!r->prefetch) return;
+    for (size_t i = 0; i < r->p->nstages; i++) {
+        struct job *k = &r->jobs[i];
+        if (k->state != S_WAITING || k->prefetched) continue;
+        bool next = true;
+        for (size_t u = 0; u < k->s->nup && next; u++) {
+            enum state st = r->jobs[k->s->up[u]].state;
+            next = st != S_WAITING && st != S_READY && st != S_RETRY_WAIT;
+        }
+        if (!next) continue;
+        k->prefetched = true;
+        for (size_t d = 0; d < k->s->ndeps; d++) {
+            const char *dep = k->s->deps[d].path;
+            if (is_sluice(r, dep) && !made_above(r, k, dep)) {
+                sl_prefetch_add(r->prefetch, dep);
+                if (r->o->verbosity > 0) say(r, "  prefetch %s (for %s)", dep, k->s->name);
+            }
+        }
+    }
+}
+
 static int launch(struct run *r, struct job *j)
 {
     struct sl_stage *s = j->s;
@@ -875,6 +922,7 @@ static int launch(struct run *r, struct job *j)
     add_str(e, "reason", j->why);
     add_str(e, "job_id", j->job_id);
     event(r, "start", j, e);
+    prefetch_next(r);
     return 0;
 }
 
@@ -1425,6 +1473,8 @@ int sl_run(struct sl_pipeline *p, const struct sl_run_opts *o, int *exit_code)
         goto out;
     }
     if ((rc = open_executor(&r)) < 0) goto out;
+    if (o->sl && !o->dry_run && (rc = sl_prefetch_open(o->sl, &r.prefetch)) < 0)
+        sl__warn("no prefetch of the next stages' sluice deps: %s", sl_errmsg(rc));
     struct json_object *e = obj();
     add_str(e, "pipeline", p->file);
     add_int(e, "stages", (int64_t)(p->nstages - r.counts[S_IDLE]));
@@ -1476,6 +1526,7 @@ int sl_run(struct sl_pipeline *p, const struct sl_run_opts *o, int *exit_code)
     summary(&r, *exit_code);
     rc = 0;
 out:
+    sl_prefetch_close(r.prefetch);
     if (r.x) r.x->ops->close(r.x);
     if (r.sfd >= 0) close(r.sfd);
     if (masked) sigprocmask(SIG_SETMASK, &old, NULL);

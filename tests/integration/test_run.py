@@ -241,6 +241,37 @@ stages:
         self.assertEqual(read_file(os.path.join(self.p, "local.bin")), read_file(os.path.join(self.data, "in/x.bin")))
 
 
+    def test_the_next_stages_sluice_deps_are_loaded_while_a_stage_runs(self):
+        # train reads a 24 MiB dataset in the store; while prep runs, the run loads it into the
+        # cache, so train finds it all cached when it starts. data/made.bin is an out of prep:
+        # what the store holds under that name now is old, and is not loaded.
+        self.make_file("in/x.bin", 24 << 20)
+        self.make_file("made.bin", 1 << 20)
+        cfg = os.path.join(self.tmp, "ns.yaml")
+        with open(cfg, "w") as f:
+            f.write(f"cache:\n  dir: {self.cache}\n  size: 1GiB\nmounts:\n"
+                    f"  /data:\n    uri: file://{self.data}\n    metadata_ttl: 0\n")
+        sl = os.path.abspath(os.environ.get("SLUICE_BIN") or os.path.join(
+            os.path.dirname(__file__), "..", "..", "build", "sluice"))
+        self.pipeline(f"""\
+stages:
+  prep:
+    cmd: sleep 2; {sl} stat --json /data/made.bin > before.json; echo new > new.txt; {sl} cp new.txt /data/made.bin
+    outs: [/data/made.bin]
+  train:
+    cmd: {sl} stat --json /data/in/x.bin > cached.json
+    deps: [/data/made.bin, /data/in/x.bin]
+    outs: [cached.json]
+""")
+        r = self.sluice("-v", "run", "-f", os.path.join(self.p, "pipeline.yaml"), config=cfg)
+        self.assertIn(b"prefetch /data/in/x.bin (for train)", r.stderr)
+        self.assertNotIn(b"prefetch /data/made.bin", r.stderr)
+        cached = json.loads(read_file(os.path.join(self.p, "cached.json")))
+        self.assertEqual(cached["cached_bytes"], 24 << 20, "loaded before train started")
+        before = json.loads(read_file(os.path.join(self.p, "before.json")))
+        self.assertEqual(before["cached_bytes"], 0, "an out not made yet is not loaded")
+
+
 class Scheduling(RunCase):
 
     def test_parallel_stages_respect_cpus(self):
