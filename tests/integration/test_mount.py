@@ -408,6 +408,25 @@ class ParquetTest(MountCase):
 
 class LocalWriteTest(MountCase):
 
+    def kill_daemon(self, pid, f):
+        """kill -9 of the mount's daemon while f is open on it."""
+        os.kill(pid, signal.SIGKILL)
+        self.assertTrue(wait_gone(pid))
+        try:
+            f.close()
+        except OSError:
+            pass  # the mount is gone: its close cannot be answered
+
+    def refuse_uploads_to_d(self):
+        """The store's folder d turns into a file behind the mount: uploads below it fail."""
+        os.rename(os.path.join(self.data, "d"), os.path.join(self.tmp, "d-aside"))
+        with open(os.path.join(self.data, "d"), "wb") as blocker:
+            blocker.write(b"not a folder")
+
+    def take_uploads_to_d(self):
+        os.unlink(os.path.join(self.data, "d"))
+        os.rename(os.path.join(self.tmp, "d-aside"), os.path.join(self.data, "d"))
+
     def test_tree_copied_in_lands_in_the_store(self):
         src = os.path.join(self.tmp, "src")
         make_tree(src, files=300, seed=4)
@@ -484,12 +503,7 @@ class LocalWriteTest(MountCase):
         f.write(data)
         f.flush()
         os.fsync(f.fileno())  # acknowledged: from here on it must not be lost
-        os.kill(pid, signal.SIGKILL)
-        self.assertTrue(wait_gone(pid))
-        try:
-            f.close()
-        except OSError:
-            pass  # the mount is gone: its close cannot be answered
+        self.kill_daemon(pid, f)
         self.assertFalse(os.path.exists(os.path.join(self.data, "ingest.bin")), "not uploaded yet")
         r = self.sluice("mount", mnt)  # recovers the stale mount and the journal
         self.assertIn(b"stopped mount", r.stderr)
@@ -501,18 +515,14 @@ class LocalWriteTest(MountCase):
         mnt = self.mount()
         f = open(os.path.join(mnt, "data", "d", "x.bin"), "wb")
         f.write(b"precious")
-        # The store's folder turns into a file behind the mount: the upload must fail.
-        os.rename(os.path.join(self.data, "d"), os.path.join(self.tmp, "d-aside"))
-        with open(os.path.join(self.data, "d"), "wb") as blocker:
-            blocker.write(b"not a folder")
+        self.refuse_uploads_to_d()
         with self.assertRaises(OSError) as e:
             f.close()
         self.assertEqual(e.exception.errno, errno.EIO)
         self.assertTrue(os.listdir(os.path.join(self.cache, "journal")), "kept in the journal")
         # The store comes back: the file is there for readers and listed once (staged, or in
         # the store if the retry was quick), and the mount's retry uploads it, no unmount.
-        os.unlink(os.path.join(self.data, "d"))
-        os.rename(os.path.join(self.tmp, "d-aside"), os.path.join(self.data, "d"))
+        self.take_uploads_to_d()
         self.assertEqual(os.listdir(os.path.join(mnt, "data", "d")), ["x.bin"])
         self.assertEqual(read_file(os.path.join(mnt, "data", "d", "x.bin")), b"precious")
         self.assertTrue(wait_for(lambda: os.path.exists(os.path.join(self.data, "d", "x.bin"))),
@@ -529,21 +539,13 @@ class LocalWriteTest(MountCase):
         f.write(b"acknowledged")
         f.flush()
         os.fsync(f.fileno())
-        os.kill(pid, signal.SIGKILL)
-        self.assertTrue(wait_gone(pid))
-        try:
-            f.close()
-        except OSError:
-            pass
+        self.kill_daemon(pid, f)
         # The next mount finds the store refusing too: it mounts, and keeps the file staged.
-        os.rename(os.path.join(self.data, "d"), os.path.join(self.tmp, "d-aside"))
-        with open(os.path.join(self.data, "d"), "wb") as blocker:
-            blocker.write(b"not a folder")
+        self.refuse_uploads_to_d()
         r = self.sluice("mount", mnt)
         self.assertIn(b"kept in the journal", r.stderr)
         self.assertTrue(os.listdir(os.path.join(self.cache, "journal")))
-        os.unlink(os.path.join(self.data, "d"))
-        os.rename(os.path.join(self.tmp, "d-aside"), os.path.join(self.data, "d"))
+        self.take_uploads_to_d()
         self.assertTrue(wait_for(lambda: os.path.exists(os.path.join(self.data, "d", "y.bin"))),
                         "the retry did not upload it")
         self.assertEqual(read_file(os.path.join(self.data, "d", "y.bin")), b"acknowledged")
@@ -583,12 +585,7 @@ class LocalWriteTest(MountCase):
         f = open(os.path.join(mnt, "data", "half.bin"), "wb")
         f.write(b"never synced")
         f.flush()  # to the daemon, but no fsync and no close: not acknowledged
-        os.kill(pid, signal.SIGKILL)
-        self.assertTrue(wait_gone(pid))
-        try:
-            f.close()
-        except OSError:
-            pass
+        self.kill_daemon(pid, f)
         self.sluice("mount", mnt)
         self.assertFalse(os.path.exists(os.path.join(self.data, "half.bin")))
         self.assertEqual(os.listdir(os.path.join(self.cache, "journal")), [], "dropped")
