@@ -828,23 +828,36 @@ static int make_trace_dir(struct run *r, struct job *j)
     return rc;
 }
 
-/* True if an out of a stage above k that has not finished is dep or holds it, or is below it:
- * its bytes are not made yet (what the store has now is an older version). */
-static bool made_above(struct run *r, const struct job *k, const char *dep)
+/* True if an out of s is dep, holds it, or is below it. */
+static bool makes(const struct sl_stage *s, const char *dep)
 {
     size_t dn = strlen(dep);
-    for (size_t u = 0; u < k->s->nup; u++) {
-        const struct job *up = &r->jobs[k->s->up[u]];
-        if (up->state == S_DONE || up->state == S_CACHED || up->state == S_IDLE) continue;
-        for (size_t o = 0; o < up->s->nouts; o++) {
-            const char *out = up->s->outs[o].path;
-            size_t on = strlen(out), n = SL_MIN(on, dn);
-            if (strncmp(out, dep, n) == 0 &&
-                (on == dn || (on < dn ? dep[on] == '/' : out[dn] == '/')))
-                return true;
-        }
+    for (size_t o = 0; o < s->nouts; o++) {
+        const char *out = s->outs[o].path;
+        size_t on = strlen(out), n = SL_MIN(on, dn);
+        if (strncmp(out, dep, n) == 0 && (on == dn || (on < dn ? dep[on] == '/' : out[dn] == '/')))
+            return true;
     }
     return false;
+}
+
+/* True if a stage above k that has not finished makes dep: its bytes are not made yet (what
+ * the store has now is an older version). */
+static bool made_above(struct run *r, const struct job *k, const char *dep)
+{
+    for (size_t u = 0; u < k->s->nup; u++) {
+        const struct job *up = &r->jobs[k->s->up[u]];
+        if (up->state != S_DONE && up->state != S_CACHED && up->state != S_IDLE &&
+            makes(up->s, dep))
+            return true;
+    }
+    return false;
+}
+
+static void prefetch_dep(struct run *r, const struct job *k, const char *dep)
+{
+    sl_prefetch_add(r->prefetch, dep);
+    if (r->o->verbosity > 0) say(r, "  prefetch %s (for %s)", dep, k->s->name);
 }
 
 /* The stages that come next, waiting for stages that run now and for nothing else: their
@@ -865,10 +878,7 @@ static void prefetch_next(struct run *r)
         k->prefetched = true;
         for (size_t d = 0; d < k->s->ndeps; d++) {
             const char *dep = k->s->deps[d].path;
-            if (is_sluice(r, dep) && !made_above(r, k, dep)) {
-                sl_prefetch_add(r->prefetch, dep);
-                if (r->o->verbosity > 0) say(r, "  prefetch %s (for %s)", dep, k->s->name);
-            }
+            if (is_sluice(r, dep) && !made_above(r, k, dep)) prefetch_dep(r, k, dep);
         }
     }
 }
@@ -953,7 +963,18 @@ static void finished(struct run *r, struct job *j, bool ran)
         struct job *k = &r->jobs[j->s->down[d]];
         if (k->state != S_WAITING) continue;
         k->upstream_ran |= ran;
-        if (--k->ups_left == 0) set_state(r, k, S_READY);
+        if (--k->ups_left == 0) {
+            set_state(r, k, S_READY);
+        } else if (ran && k->prefetched && r->prefetch) {
+            /* k still waits for other stages: what j made for it is loaded meanwhile (its
+             * prefetch passed over it while j ran). Not when k starts now: its own reads
+             * would race the loads for the same pages. */
+            for (size_t e = 0; e < k->s->ndeps; e++) {
+                const char *dep = k->s->deps[e].path;
+                if (is_sluice(r, dep) && makes(j->s, dep) && !made_above(r, k, dep))
+                    prefetch_dep(r, k, dep);
+            }
+        }
     }
 }
 

@@ -272,6 +272,37 @@ stages:
         self.assertEqual(before["cached_bytes"], 0, "an out not made yet is not loaded")
 
 
+    def test_an_out_made_for_a_stage_that_still_waits_is_loaded_meanwhile(self):
+        # use needs make's out and slow's: make finishes first, and while slow runs the run
+        # loads what make wrote to the store, so use finds it cached.
+        with open(os.path.join(self.tmp, "big.bin"), "wb") as f:
+            f.write(os.urandom(8 << 20))
+        cfg = os.path.join(self.tmp, "ns.yaml")
+        with open(cfg, "w") as f:
+            f.write(f"cache:\n  dir: {self.cache}\n  size: 1GiB\nmounts:\n"
+                    f"  /data:\n    uri: file://{self.data}\n    metadata_ttl: 0\n")
+        sl = os.path.abspath(os.environ.get("SLUICE_BIN") or os.path.join(
+            os.path.dirname(__file__), "..", "..", "build", "sluice"))
+        self.pipeline(f"""\
+resources: {{cpus: 2}}
+stages:
+  make:
+    cmd: {sl} cp {self.tmp}/big.bin /data/made.bin
+    outs: [/data/made.bin]
+  slow:
+    cmd: sleep 2; touch slow.txt
+    outs: [slow.txt]
+  use:
+    cmd: {sl} stat --json /data/made.bin > used.json
+    deps: [/data/made.bin, slow.txt]
+    outs: [used.json]
+""")
+        r = self.sluice("-v", "run", "-f", os.path.join(self.p, "pipeline.yaml"), config=cfg)
+        self.assertIn(b"prefetch /data/made.bin (for use)", r.stderr)
+        used = json.loads(read_file(os.path.join(self.p, "used.json")))
+        self.assertEqual(used["cached_bytes"], 8 << 20, "loaded while slow ran")
+
+
 class Scheduling(RunCase):
 
     def test_parallel_stages_respect_cpus(self):
