@@ -415,6 +415,18 @@ static void end_job(struct slurm *s, size_t k, const char *state, const char *re
     free(j.job);
 }
 
+/* A pending job's reason that waiting does not cure: the job asks for more than its partition,
+ * QOS or account allows (Slurm takes such a job when EnforcePartLimits is off, and leaves it
+ * pending until someone changes the limits or the job), or for what no node has. */
+static bool never_starts(const char *reason)
+{
+    static const char *const never[] = {"BadConstraints", "PartitionNodeLimit",
+                                        "PartitionTimeLimit", "InvalidAccount", "InvalidQOS"};
+    for (size_t i = 0; i < sizeof(never) / sizeof(*never); i++)
+        if (!strcmp(reason, never[i])) return true;
+    return strstr(reason, "PerJobLimit") != NULL; /* QOSMaxCpuPerJobLimit, AssocMax... */
+}
+
 static long find_job(struct slurm *s, const char *id, size_t len)
 {
     for (size_t k = 0; k < s->n; k++)
@@ -527,7 +539,19 @@ static bool query(struct slurm *s)
             /* A new state, or a pending job's new reason (Priority -> Resources, or one that
              * waiting will not cure, such as PartitionConfig): the user should see why. */
             const char *reason = strcmp(f[2], "None") ? f[2] : "";
-            if (strcmp(j->state, f[1]) || strncmp(j->reason, reason, sizeof(j->reason) - 1)) {
+            if (!strcmp(f[1], "PENDING") && never_starts(reason)) {
+                /* It would wait forever: cancelled, and a failure that says why. */
+                char *cancel[] = {"scancel", j->job, NULL};
+                struct sl_buf o = {0}, e = {0};
+                tool(cancel, &o, &e);
+                sl__buf_free(&o);
+                sl__buf_free(&e);
+                end_job(s, (size_t)k, "PENDING", reason, -1,
+                        ": it cannot start (it asks for more than its partition, QOS or account "
+                        "allows, or for what no node has); cancelled by sluice");
+                changed = true;
+            } else if (strcmp(j->state, f[1]) ||
+                       strncmp(j->reason, reason, sizeof(j->reason) - 1)) {
                 snprintf(j->state, sizeof(j->state), "%s", f[1]);
                 snprintf(j->reason, sizeof(j->reason), "%s", reason);
                 s->host->state(s->host->arg, j->id, j->state, *reason ? j->reason : NULL);

@@ -101,6 +101,7 @@ SlurmctldDebug=info
 SlurmdDebug=info
 NodeName={NODE} NodeAddr=127.0.0.1 NodeHostname=localhost CPUs={CPUS} RealMemory=2000 State=UNKNOWN
 PartitionName=debug Nodes={NODE} Default=YES MaxTime=INFINITE State=UP
+PartitionName=short Nodes={NODE} MaxTime=1 State=UP
 """)
         self.spawn("slurmctld", [which("slurmctld"), "-D"])
         self.spawn("slurmd", [which("slurmd"), "-D", "-N", NODE])
@@ -350,6 +351,19 @@ stages:
         r = self.sluice("run", "-f", os.path.join(self.p, "pipeline.yaml"), "--executor", "pbs",
                         expect=2, config=False)
         self.assertIn(b"--executor: expected local or slurm", r.stderr)
+        # Taken, but it can never start: 5 minutes asked of a partition of 1 (Slurm leaves it
+        # pending for PartitionTimeLimit). The run does not wait forever.
+        self.pipeline("executor: slurm\nslurm: {partition: short}\n"
+                      "stages:\n  a: {cmd: 'true', timeout: 5m}\n")
+        ev = self.events(expect=1)
+        fail = self.of(ev, "failed")[0]
+        self.assertIn("PENDING (PartitionTimeLimit)", fail["reason"])
+        self.assertIn("cannot start", fail["reason"])
+        jid = self.of(ev, "start")[0]["job_id"]
+        end = time.monotonic() + 20
+        while self.cluster.all_jobs().get(jid) == "PENDING" and time.monotonic() < end:
+            time.sleep(0.2)
+        self.assertEqual(self.cluster.all_jobs().get(jid), "CANCELLED")
 
     def test_ctrl_c_cancels_the_runs_jobs(self):
         self.pipeline("""\
