@@ -156,6 +156,7 @@ struct sl_slurm_cfg {
     const char *run;        /* the run's id: job names are sluice-RUN-STAGE */
     const char *script_dir; /* where each attempt's batch script is written (the run's folder) */
     const char *partition;  /* NULL: the cluster's default */
+    const char *dir;        /* the pipeline's folder: the nodes must see it */
 };
 
 /* Each attempt an sbatch job (resources mapped to --cpus-per-task, --mem, --gpus, --time),

@@ -1441,7 +1441,7 @@ static int open_executor(struct run *r)
     if (r->o->dry_run) return 0; /* nothing starts */
     if (r->executor == SL_EXEC_LOCAL) return local_open(&r->host, &r->x);
     struct sl_slurm_cfg cfg = {.run = strrchr(r->run_dir, '/') + 1, .script_dir = r->run_dir,
-                               .partition = r->p->slurm_partition};
+                               .partition = r->p->slurm_partition, .dir = r->p->dir};
     return sl_exec_slurm_open(&r->host, &cfg, &r->x);
 }
 

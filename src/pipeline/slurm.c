@@ -47,6 +47,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/vfs.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -650,6 +651,67 @@ static const struct sl_exec_ops slurm_ops = {
     .close = slurm_close,
 };
 
+/* Stages run in the pipeline's folder and their outs are hashed here, so the nodes must see
+ * that folder. One on a local file system, while the partition has nodes on other hosts, is
+ * warned of, not refused: a cluster may give the nodes the same path by other means. Says
+ * nothing when sinfo cannot tell. */
+static void check_shared(struct slurm *s, const char *dir)
+{
+    static const struct {
+        unsigned long magic;
+        const char *name;
+    } local[] = {{0xEF53, "ext4"},         {0x58465342, "xfs"},  {0x9123683E, "btrfs"},
+                 {0x01021994, "tmpfs"},    {0x794c7630, "overlay"}, {0xF2F52010, "f2fs"},
+                 {0x2fc12fc1, "zfs"}};
+    struct statfs fs;
+    const char *kind = NULL;
+
+    if (statfs(dir, &fs) < 0) return;
+    for (size_t i = 0; i < SL_ARRAY_LEN(local) && !kind; i++)
+        if ((unsigned long)fs.f_type == local[i].magic) kind = local[i].name;
+    if (!kind || !on_path("sinfo")) return;
+
+    char part[300] = "";
+    if (s->partition) snprintf(part, sizeof(part), "--partition=%s", s->partition);
+    char *argv[] = {"sinfo", "-h", "-N", "-o", "%N %n %P", s->partition ? part : NULL, NULL};
+    struct sl_buf out = {0}, err = {0}, seen = {0}, others = {0};
+    char me[256] = "";
+    size_t n = 0;
+    gethostname(me, sizeof(me) - 1);
+    if (tool(argv, &out, &err) == 0 && out.data) {
+        sl__buf_printf(&seen, "\n");
+        /* A node in several partitions is a line for each: counted once. */
+        for (char *line = out.data, *next; line && *line; line = next) {
+            next = strchr(line, '\n');
+            if (next) *next++ = '\0';
+            char node[128], hostname[256], partition[128], key[132];
+            if (sscanf(line, "%127s %255s %127s", node, hostname, partition) != 3) continue;
+            /* No partition named: the jobs go to the default one, which sinfo marks '*'. */
+            if (!s->partition && partition[strlen(partition) - 1] != '*') continue;
+            snprintf(key, sizeof(key), "\n%s\n", node);
+            if (!strcmp(hostname, me) || !strcmp(hostname, "localhost") ||
+                !strcmp(hostname, "127.0.0.1") || !strcmp(node, me) ||
+                (seen.data && strstr(seen.data, key)))
+                continue;
+            sl__buf_printf(&seen, "%s\n", node);
+            if (n++ < 3) sl__buf_printf(&others, "%s%s", n > 1 ? ", " : "", node);
+        }
+    }
+    if (n) {
+        char *msg = sl__asprintf(
+            "the pipeline's folder %s is on a local file system (%s), but Slurm may run its "
+            "stages on other hosts (%s%s), which will not see it: put the pipeline on a file "
+            "system the nodes share (NFS, Lustre, GPFS, ...)",
+            dir, kind, others.data, n > 3 ? ", ..." : "");
+        if (msg) s->host->warn(s->host->arg, msg);
+        free(msg);
+    }
+    sl__buf_free(&out);
+    sl__buf_free(&err);
+    sl__buf_free(&seen);
+    sl__buf_free(&others);
+}
+
 int sl_exec_slurm_open(const struct sl_exec_host *host, const struct sl_slurm_cfg *cfg,
                        struct sl_exec **out)
 {
@@ -675,6 +737,7 @@ int sl_exec_slurm_open(const struct sl_exec_host *host, const struct sl_slurm_cf
         rc = sl__err(rc, "%s: cannot make the folder: %s", s->script_dir, strerror(-rc));
         goto out;
     }
+    if (cfg->dir) check_shared(s, cfg->dir);
     *out = &s->base;
     return 0;
 out:

@@ -101,7 +101,9 @@ SlurmctldDebug=info
 SlurmdDebug=info
 NodeName={NODE} NodeAddr=127.0.0.1 NodeHostname=localhost CPUs={CPUS} RealMemory=2000 State=UNKNOWN
 PartitionName=debug Nodes={NODE} Default=YES MaxTime=INFINITE State=UP
+NodeName=far NodeAddr=127.0.0.2 NodeHostname=farhost CPUs=1 RealMemory=100 State=DOWN
 PartitionName=short Nodes={NODE} MaxTime=1 State=UP
+PartitionName=wide Nodes={NODE},far MaxTime=INFINITE State=UP
 """)
         self.spawn("slurmctld", [which("slurmctld"), "-D"])
         self.spawn("slurmd", [which("slurmd"), "-D", "-N", NODE])
@@ -359,11 +361,24 @@ stages:
         fail = self.of(ev, "failed")[0]
         self.assertIn("PENDING (PartitionTimeLimit)", fail["reason"])
         self.assertIn("cannot start", fail["reason"])
+        self.assertFalse(self.of(ev, "warning"), "the default partition is this host's alone")
         jid = self.of(ev, "start")[0]["job_id"]
         end = time.monotonic() + 20
         while self.cluster.all_jobs().get(jid) == "PENDING" and time.monotonic() < end:
             time.sleep(0.2)
         self.assertEqual(self.cluster.all_jobs().get(jid), "CANCELLED")
+        # A partition with a node on another host (down: nothing runs there), and the
+        # pipeline on this host's disk: the run says the nodes will not see it. The stage ran
+        # before on this node's partition and is unchanged, so nothing is submitted.
+        stage = "stages:\n  a: {cmd: 'touch a.txt', outs: [a.txt]}\n"
+        self.pipeline("executor: slurm\nslurm: {partition: debug}\n" + stage)
+        self.assertEqual([e["stage"] for e in self.of(self.events(), "done")], ["a"])
+        self.pipeline("executor: slurm\nslurm: {partition: wide}\n" + stage)
+        ev = self.events()
+        warning = self.of(ev, "warning")[0]["message"]
+        self.assertIn("is on a local file system", warning)
+        self.assertIn("(far)", warning)
+        self.assertEqual([e["stage"] for e in self.of(ev, "cached")], ["a"])
 
     def test_ctrl_c_cancels_the_runs_jobs(self):
         self.pipeline("""\
