@@ -8,7 +8,7 @@ import signal
 import subprocess
 import time
 
-from harness import SluiceCase, main, read_file
+from harness import SLUICE, SluiceCase, main, read_file
 
 
 def alive(pid, wait=2.0):
@@ -212,15 +212,19 @@ stages:
 
 class SluicePaths(RunCase):
 
-    def test_a_namespace_dep_is_known_by_its_version(self):
-        # A store under a mount: the dep is hashed by the object's version, not read.
-        self.make_file("in/x.bin", 3 << 20)
+    def ns_config(self):
+        """A config whose mount /data is the test's store folder (sluice paths for deps)."""
         cfg = os.path.join(self.tmp, "ns.yaml")
         with open(cfg, "w") as f:
             f.write(f"cache:\n  dir: {self.cache}\n  size: 1GiB\nmounts:\n"
                     f"  /data:\n    uri: file://{self.data}\n    metadata_ttl: 0\n")
-        sl = os.environ.get("SLUICE_BIN") or os.path.join(os.path.dirname(__file__), "..", "..", "build", "sluice")
-        sl = os.path.abspath(sl)
+        return cfg
+
+    def test_a_namespace_dep_is_known_by_its_version(self):
+        # A store under a mount: the dep is hashed by the object's version, not read.
+        self.make_file("in/x.bin", 3 << 20)
+        cfg = self.ns_config()
+        sl = SLUICE
         self.pipeline(f"""\
 stages:
   copy:
@@ -240,19 +244,14 @@ stages:
         self.assertEqual(self.stages(run(), "done"), ["copy"])
         self.assertEqual(read_file(os.path.join(self.p, "local.bin")), read_file(os.path.join(self.data, "in/x.bin")))
 
-
     def test_the_next_stages_sluice_deps_are_loaded_while_a_stage_runs(self):
         # train reads a 24 MiB dataset in the store; while prep runs, the run loads it into the
         # cache, so train finds it all cached when it starts. data/made.bin is an out of prep:
         # what the store holds under that name now is old, and is not loaded.
         self.make_file("in/x.bin", 24 << 20)
         self.make_file("made.bin", 1 << 20)
-        cfg = os.path.join(self.tmp, "ns.yaml")
-        with open(cfg, "w") as f:
-            f.write(f"cache:\n  dir: {self.cache}\n  size: 1GiB\nmounts:\n"
-                    f"  /data:\n    uri: file://{self.data}\n    metadata_ttl: 0\n")
-        sl = os.path.abspath(os.environ.get("SLUICE_BIN") or os.path.join(
-            os.path.dirname(__file__), "..", "..", "build", "sluice"))
+        cfg = self.ns_config()
+        sl = SLUICE
         self.pipeline(f"""\
 stages:
   prep:
@@ -271,18 +270,13 @@ stages:
         before = json.loads(read_file(os.path.join(self.p, "before.json")))
         self.assertEqual(before["cached_bytes"], 0, "an out not made yet is not loaded")
 
-
     def test_an_out_made_for_a_stage_that_still_waits_is_loaded_meanwhile(self):
         # use needs make's out and slow's: make finishes first, and while slow runs the run
         # loads what make wrote to the store, so use finds it cached.
         with open(os.path.join(self.tmp, "big.bin"), "wb") as f:
             f.write(os.urandom(8 << 20))
-        cfg = os.path.join(self.tmp, "ns.yaml")
-        with open(cfg, "w") as f:
-            f.write(f"cache:\n  dir: {self.cache}\n  size: 1GiB\nmounts:\n"
-                    f"  /data:\n    uri: file://{self.data}\n    metadata_ttl: 0\n")
-        sl = os.path.abspath(os.environ.get("SLUICE_BIN") or os.path.join(
-            os.path.dirname(__file__), "..", "..", "build", "sluice"))
+        cfg = self.ns_config()
+        sl = SLUICE
         self.pipeline(f"""\
 resources: {{cpus: 2}}
 stages:
