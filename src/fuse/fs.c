@@ -303,16 +303,22 @@ static char *join(const char *dir, const char *name)
     return p;
 }
 
+/* What a file being written is: its staged size, modified now. */
+static sl_stat_t staged_stat(uint64_t size)
+{
+    struct timespec now;
+    clock_gettime(CLOCK_REALTIME, &now);
+    return (sl_stat_t){.type = SL_TYPE_FILE, .size = size, .mode = 0644,
+                       .mtime_ns = (int64_t)now.tv_sec * 1000000000 + now.tv_nsec};
+}
+
 /* Metadata of path: a file being written is what its staged bytes are. */
 static int stat_path(struct fs *fs, const char *path, sl_stat_t *st)
 {
     if (sl__control_path(path)) return sl__control_stat(path, st);
     struct stage *s = sl__stage_find(&fs->stages, path);
     if (!s) return sl_stat(fs->sl, path, st);
-    struct timespec now;
-    clock_gettime(CLOCK_REALTIME, &now);
-    *st = (sl_stat_t){.type = SL_TYPE_FILE, .size = sl__stage_size(s), .mode = 0644,
-                      .mtime_ns = (int64_t)now.tv_sec * 1000000000 + now.tv_nsec};
+    *st = staged_stat(sl__stage_size(s));
     sl__stage_release(&fs->stages, s);
     return 0;
 }
@@ -503,13 +509,8 @@ static void *dir_main(void *arg)
     } else {
         /* Files being written through this mount first (new ones are not in the store until
          * their close), as stat_path describes them. */
-        struct timespec now;
-        clock_gettime(CLOCK_REALTIME, &now);
         for (size_t i = 0; i < d->nstaged && rc == 0; i++) {
-            sl_dirent_t ent = {.name = d->staged[i].name,
-                               .st = {.type = SL_TYPE_FILE, .size = d->staged[i].size,
-                                      .mode = 0644,
-                                      .mtime_ns = (int64_t)now.tv_sec * 1000000000 + now.tv_nsec}};
+            sl_dirent_t ent = {.name = d->staged[i].name, .st = staged_stat(d->staged[i].size)};
             rc = dir_put(d, &ent);
         }
         if (rc == 0) rc = sl_list(d->fs->sl, d->path, dir_put_stored, d);

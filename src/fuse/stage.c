@@ -276,7 +276,18 @@ int sl__stages_drain(struct stages *S)
     return upload_all(S, false, &tried);
 }
 
-/* The retry thread: kept files go up as soon as their store takes them again. */
+/* True if a kept file waits for its upload (S->lock held): the only stages in the list that
+ * nobody holds. */
+static bool any_kept(const struct stages *S)
+{
+    for (const struct stage *s = S->head; s; s = s->next)
+        if (s->refs == 0) return true;
+    return false;
+}
+
+/* The retry thread: kept files go up as soon as their store takes them again. It sleeps until
+ * there is one (sl__stage_release and adopt wake it), then tries at RETRY_FIRST_S, doubling
+ * while the store refuses. */
 static void *retry_main(void *arg)
 {
     struct stages *S = arg;
@@ -284,17 +295,20 @@ static void *retry_main(void *arg)
 
     pthread_mutex_lock(&S->lock);
     while (!S->stop) {
+        if (!any_kept(S)) {
+            wait_s = RETRY_FIRST_S;
+            pthread_cond_wait(&S->wake, &S->lock);
+            continue;
+        }
         struct timespec until;
         clock_gettime(CLOCK_MONOTONIC, &until);
         until.tv_sec += wait_s;
         while (!S->stop && pthread_cond_timedwait(&S->wake, &S->lock, &until) == 0) {
         }
         if (S->stop) break;
-        bool kept = false;
-        for (struct stage *s = S->head; s && !kept; s = s->next) kept = s->refs == 0;
         pthread_mutex_unlock(&S->lock);
         size_t tried = 0;
-        int failed = kept ? upload_all(S, true, &tried) : 0;
+        int failed = upload_all(S, true, &tried);
         if (tried)
             fprintf(stderr, "sluice: %zu kept file(s) tried again: %zu in their stores now, %d "
                             "still refused\n", tried, tried - (size_t)failed, failed);
@@ -486,6 +500,7 @@ void sl__stage_release(struct stages *S, struct stage *s)
     bool keep = s->acked && s->dirty && !s->gone;
     pthread_mutex_unlock(&s->lock);
     if (--s->refs > 0 || keep) {
+        if (s->refs == 0) pthread_cond_signal(&S->wake); /* kept: for the retry thread */
         pthread_mutex_unlock(&S->lock);
         return;
     }
