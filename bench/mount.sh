@@ -15,8 +15,9 @@
 # (posix_fadvise DONTNEED, bench/dropcache.py), so that sluice answers every read itself from
 # its own cache: what a job gets whose data the kernel has let go. A second sluice mount of
 # the same files with metadata_ttl -1 (an immutable dataset: day-long kernel timeouts,
-# keep_cache, cached listings) is the "immutable" column: the issue's re-read goal is it against
-# the page cache.
+# keep_cache, cached listings) is the "immutable" column, and a third one mounted `-o ro` as
+# well (the "readonly" column: the kernel opens files itself, no OPEN/FLUSH/RELEASE requests):
+# the issue's re-read goal is these against the page cache.
 # Rows:
 #   1. sequential read of a BIG file (cat)
 #   2. 20,000 random 4 KiB and 5,000 random 128 KiB preads of it (seeded offsets, one open)
@@ -74,8 +75,9 @@ sync
 
 P_MNT=$WORK/mnt-passthrough K_MNT=$WORK/mnt-passthrough-kept S_MNT=$WORK/mnt-sluice
 I_MNT=$WORK/mnt-sluice-immutable
-mkdir -p "$P_MNT" "$K_MNT" "$S_MNT" "$I_MNT"
-MOUNTS=("$P_MNT" "$K_MNT" "$S_MNT" "$I_MNT")
+R_MNT=$WORK/mnt-sluice-readonly
+mkdir -p "$P_MNT" "$K_MNT" "$S_MNT" "$I_MNT" "$R_MNT"
+MOUNTS=("$P_MNT" "$K_MNT" "$S_MNT" "$I_MNT" "$R_MNT")
 # passthrough_ll holds a descriptor per inode it has looked up: room for the listing row.
 (ulimit -n 1048576 2>/dev/null || ulimit -n "$(ulimit -Hn)"; exec "$WORK/passthrough_ll" -o source="$DATA" "$P_MNT")
 (ulimit -n 1048576 2>/dev/null || ulimit -n "$(ulimit -Hn)"; exec "$WORK/passthrough_ll" -o source="$DATA",cache=always "$K_MNT")
@@ -93,8 +95,10 @@ EOF
 sed -e 's/metadata_ttl: 60s/metadata_ttl: -1/' -e "s|$WORK/cache|$WORK/cache-immutable|" \
     "$WORK/sluice.yaml" > "$WORK/sluice-immutable.yaml"
 "$SLUICE" -c "$WORK/sluice-immutable.yaml" mount "$I_MNT"
+sed -e "s|$WORK/cache-immutable|$WORK/cache-readonly|" "$WORK/sluice-immutable.yaml" > "$WORK/sluice-readonly.yaml"
+"$SLUICE" -c "$WORK/sluice-readonly.yaml" mount -o ro "$R_MNT"
 
-MODES="pagecache passthrough passthrough_kept kept dropped immutable"
+MODES="pagecache passthrough passthrough_kept kept dropped immutable readonly"
 # root MODE: where MODE reads the files; prep MODE: what runs untimed before each of its runs.
 root() {
     case $1 in
@@ -103,6 +107,7 @@ root() {
         passthrough_kept) echo "$K_MNT" ;;
         kept|dropped) echo "$S_MNT/data" ;;
         immutable) echo "$I_MNT/data" ;;
+        readonly) echo "$R_MNT/data" ;;
     esac
 }
 prep() { [ "$1" != dropped ] || /usr/bin/python3 "$HERE/dropcache.py" "$(root "$1")"; }
@@ -140,7 +145,7 @@ row r128k '/usr/bin/python3 $HERE/preads.py $root/big.bin 131072 5000'
 row small 'find $root/small -type f -print0 | xargs -0 cat > /dev/null'
 if [ "$LIST_KEYS" -ge "$(ulimit -n)" ]; then
     # passthrough_ll keeps a descriptor per inode: more entries than it may open.
-    MODES="pagecache kept dropped immutable"
+    MODES="pagecache kept dropped immutable readonly"
     T[passthrough,ls]=nan T[passthrough_kept,ls]=nan
 fi
 row ls 'ls -lR $root/list > /dev/null'
@@ -149,17 +154,19 @@ row ls 'ls -lR $root/list > /dev/null'
 want=$(sha256sum < "$DATA/big.bin")
 /usr/bin/python3 "$HERE/dropcache.py" "$S_MNT/data/big.bin"
 [ "$(sha256sum < "$S_MNT/data/big.bin")" = "$want" ] || { echo "bench: sluice served wrong bytes" >&2; exit 1; }
+/usr/bin/python3 "$HERE/dropcache.py" "$R_MNT/data/big.bin"
+[ "$(sha256sum < "$R_MNT/data/big.bin")" = "$want" ] || { echo "bench: sluice -o ro served wrong bytes" >&2; exit 1; }
 
 {
 echo "Hot, median of $RUNS runs (each round times every column in turn), sluice with cache.memory $MEMORY; ratio = the limit's time / sluice's (1.00: as fast as the limit)."
 echo
-echo "| workload | page cache | passthrough_ll, cache=always | sluice | passthrough_ll | sluice, kernel's pages dropped | sluice over passthrough_ll (cache=always; dropped vs as it comes) | sluice, ttl -1 | ttl -1 against the page cache |"
-echo "|---|---|---|---|---|---|---|---|---|"
+echo "| workload | page cache | passthrough_ll, cache=always | sluice | passthrough_ll | sluice, kernel's pages dropped | sluice over passthrough_ll (cache=always; dropped vs as it comes) | sluice, ttl -1 | sluice, ttl -1, -o ro | against the page cache (ttl -1; ro) |"
+echo "|---|---|---|---|---|---|---|---|---|---|"
 for row in "seq|sequential read, $BIG (cat)" "r4k|20,000 random 4 KiB preads" "r128k|5,000 random 128 KiB preads" "small|cat of $SMALL_COUNT x 100 KiB" "ls|ls -lR of $LIST_KEYS entries"; do
     k=${row%%|*}; name=${row#*|}
-    awk -v lim="$(ulimit -n)" -v n="$name" -v pc="${T[pagecache,$k]}" -v pk="${T[passthrough_kept,$k]}" -v pt="${T[passthrough,$k]}" -v im="${T[kept,$k]}" -v tt="${T[dropped,$k]}" -v iv="${T[immutable,$k]}" \
-        'BEGIN { if (pt == "nan") printf "| %s | %.2f s | cannot (a descriptor per inode; limit %d) | %.2f s | cannot | %.2f s | %.2fx, %.2fx the page cache | %.2f s | **%.2f** |\n", n, pc, lim, im, tt, pc / im, pc / tt, iv, pc / iv;
-                 else printf "| %s | %.2f s | %.2f s | %.2f s | %.2f s | %.2f s | **%.2fx, %.2fx** | %.2f s | **%.2f** |\n", n, pc, pk, im, pt, tt, pk / im, pt / tt, iv, pc / iv }'
+    awk -v lim="$(ulimit -n)" -v n="$name" -v pc="${T[pagecache,$k]}" -v pk="${T[passthrough_kept,$k]}" -v pt="${T[passthrough,$k]}" -v im="${T[kept,$k]}" -v tt="${T[dropped,$k]}" -v iv="${T[immutable,$k]}" -v ro="${T[readonly,$k]}" \
+        'BEGIN { if (pt == "nan") printf "| %s | %.2f s | cannot (a descriptor per inode; limit %d) | %.2f s | cannot | %.2f s | %.2fx, %.2fx the page cache | %.2f s | %.2f s | **%.2f, %.2f** |\n", n, pc, lim, im, tt, pc / im, pc / tt, iv, ro, pc / iv, pc / ro;
+                 else printf "| %s | %.2f s | %.2f s | %.2f s | %.2f s | %.2f s | **%.2fx, %.2fx** | %.2f s | %.2f s | **%.2f, %.2f** |\n", n, pc, pk, im, pt, tt, pk / im, pt / tt, iv, ro, pc / iv, pc / ro }'
 done
 awk -v b="$BIG_BYTES" -v pc="${T[pagecache,seq]}" -v im="${T[kept,seq]}" -v tt="${T[dropped,seq]}" \
     'BEGIN { printf "\nSequential: page cache %.0f MB/s, sluice %.0f MB/s (as it runs), %.0f MB/s (kernel pages dropped).\n", b / pc / 1e6, b / im / 1e6, b / tt / 1e6 }'

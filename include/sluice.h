@@ -18,6 +18,7 @@
 #ifndef SLUICE_H
 #define SLUICE_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -122,6 +123,10 @@ SL_EXPORT int sl_stat(sl_t *sl, const char *path, sl_stat_t *st);
  * -1 for an immutable dataset and for the namespace's own directories (they change only with
  * the config). Front ends set their own caching from it (the FUSE mount's kernel timeouts). */
 SL_EXPORT int sl_metadata_ttl(sl_t *sl, const char *path, int64_t *ttl_ns);
+
+/* True when every configured mount is an immutable dataset (metadata_ttl: -1): nothing the
+ * namespace shows changes while sl is open. The FUSE mount skips the kernel's opens then. */
+SL_EXPORT bool sl_immutable(sl_t *sl);
 
 /* Bytes of path's current version held in the disk cache. */
 SL_EXPORT int sl_cached_bytes(sl_t *sl, const char *path, const sl_stat_t *st, uint64_t *bytes);

@@ -103,6 +103,13 @@ int sl_metadata_ttl(sl_t *sl, const char *path, int64_t *ttl_ns)
     return 0;
 }
 
+bool sl_immutable(sl_t *sl)
+{
+    for (size_t i = 0; i < sl->ns->nmounts; i++)
+        if (sl->ns->mounts[i].ttl_ns != SL_TTL_FOREVER) return false;
+    return true;
+}
+
 int sl_cached_bytes(sl_t *sl, const char *path, const sl_stat_t *st, uint64_t *bytes)
 {
     struct sl_resolved r;

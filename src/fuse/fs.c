@@ -57,7 +57,10 @@ struct node {
     /* The kernel's page cache of this inode (see cache_on_open): the version (hash) the last
      * open pinned, 0 for none or a writer; gen counts the versions it has had. */
     uint64_t version, gen;
+    struct handle *shared; /* an open-free mount's handle of this file (see shared_get) */
 };
+
+struct handle;
 
 struct fs {
     sl_t *sl;
@@ -70,6 +73,11 @@ struct fs {
     struct node **by_ino, **by_path; /* nbuckets chains each */
     size_t nbuckets, count;
     fuse_ino_t next_ino;
+    /* Reads without opens (see shared_get): wanted (-o ro over immutable datasets), and on
+     * once the kernel has agreed at init. The handles nodes hold, most recently read first. */
+    bool open_free_wanted, open_free;
+    struct handle *shared_head, *shared_tail;
+    size_t nshared;
 };
 
 /* FNV-1a: paths are short, and this needs no dependency beyond libc. */
@@ -176,19 +184,25 @@ static void unlink_node(struct fs *fs, struct node *n)
     fs->count--;
 }
 
+static struct handle *shared_detach(struct fs *fs, struct handle *h);
+static void close_handle(struct fs *fs, struct handle *h);
+
 static void node_forget(struct fs *fs, fuse_ino_t ino, uint64_t nlookup)
 {
+    struct handle *closing = NULL;
     pthread_mutex_lock(&fs->lock);
     struct node *n = find_ino(fs, ino);
     if (n && ino != FUSE_ROOT_ID) {
         n->nlookup = nlookup >= n->nlookup ? 0 : n->nlookup - nlookup;
         if (n->nlookup == 0) {
+            if (n->shared) closing = shared_detach(fs, n->shared);
             unlink_node(fs, n);
             free(n->path);
             free(n);
         }
     }
     pthread_mutex_unlock(&fs->lock);
+    if (closing) close_handle(fs, closing);
 }
 
 /* Renames the node of from, and every node below it, to to's name (a rename in the store). */
@@ -352,7 +366,14 @@ static char *child_path(fuse_req_t req, struct fs *fs, fuse_ino_t parent, const 
 
 static void op_init(void *data, struct fuse_conn_info *conn)
 {
-    (void)data;
+    struct fs *fs = data;
+    /* Nothing changes and nothing is written: the kernel may open files itself (shared_get). */
+    if (fs->open_free_wanted && (conn->capable & FUSE_CAP_NO_OPEN_SUPPORT)) {
+        conn->want |= FUSE_CAP_NO_OPEN_SUPPORT;
+        fs->open_free = true;
+        fprintf(stderr, "sluice: read-only over immutable datasets: the kernel opens files "
+                        "itself (no open, flush or release requests)\n");
+    }
     if (conn->capable & FUSE_CAP_READDIRPLUS) conn->want |= FUSE_CAP_READDIRPLUS;
     if (conn->capable & FUSE_CAP_PARALLEL_DIROPS) conn->want |= FUSE_CAP_PARALLEL_DIROPS;
     if (conn->capable & FUSE_CAP_ASYNC_READ) conn->want |= FUSE_CAP_ASYNC_READ;
@@ -716,6 +737,12 @@ struct handle {
     bool counted;     /* a reader of inode ino in its generation gen (cache_on_open) */
     uint64_t gen;
     fuse_ino_t ino;
+    /* A node's shared handle (fs->lock): reads using it now; whether its node let it go (the
+     * last user closes it then); its place in the fs's list. */
+    unsigned users;
+    bool dropped;
+    struct node *node;
+    struct handle *prev, *next;
 };
 
 /* The hash of what a version is: its string and size (never 0: 0 is no version). */
@@ -824,6 +851,106 @@ static void close_handle(struct fs *fs, struct handle *h)
     free(h);
 }
 
+/* Reads without opens. A read-only mount of immutable datasets (`-o ro`, every mount with
+ * metadata_ttl: -1; sl_immutable) answers the kernel's first OPEN with ENOSYS, and its first
+ * FLUSH too: from then on the kernel opens and closes files by itself, keeps their pages from
+ * one open to the next, and sends no OPEN, FLUSH or RELEASE at all (the connection's no_open
+ * and no_flush). A re-read of a file whose pages the kernel holds is then no round trip to
+ * sluice: the cost FUSE puts on every small file is gone. Nothing is lost by it there: no
+ * version can change (no pin to take at open), nothing is written (no upload at close), and
+ * .sluice/order cannot be written on a read-only mount.
+ *
+ * Reads then come with no handle (fh 0). The first read of a file that reaches sluice opens it
+ * (sl_file_open: the orders see it as a reader's open) into a handle its node keeps, shared by
+ * every reader of the file, as one handle is by the threads reading it: the detector tells
+ * their streams apart. The handle is closed when the kernel forgets the inode, or when more
+ * than SHARED_MAX are kept: the least recently read one goes then. */
+#define SHARED_MAX 4096
+
+static void shared_unlink(struct fs *fs, struct handle *h)
+{
+    if (h->prev) h->prev->next = h->next;
+    else fs->shared_head = h->next;
+    if (h->next) h->next->prev = h->prev;
+    else fs->shared_tail = h->prev;
+    h->prev = h->next = NULL;
+}
+
+static void shared_push(struct fs *fs, struct handle *h)
+{
+    h->next = fs->shared_head;
+    if (fs->shared_head) fs->shared_head->prev = h;
+    else fs->shared_tail = h;
+    fs->shared_head = h;
+}
+
+/* Takes h from its node (fs->lock held). Returns h when the caller is to close it now (after
+ * the lock), NULL when reads use it still: the last of them closes it. */
+static struct handle *shared_detach(struct fs *fs, struct handle *h)
+{
+    shared_unlink(fs, h);
+    fs->nshared--;
+    h->node->shared = NULL;
+    h->node = NULL;
+    h->dropped = true;
+    return h->users ? NULL : h;
+}
+
+/* The shared handle of ino for one read (given back with shared_put), opened if its node has
+ * none; NULL with *rc on failure. */
+static struct handle *shared_get(struct fs *fs, fuse_ino_t ino, int *rc)
+{
+    struct handle *h = NULL, *mine, *closing = NULL;
+
+    pthread_mutex_lock(&fs->lock);
+    struct node *n = find_ino(fs, ino);
+    if (n && (h = n->shared)) {
+        h->users++;
+        shared_unlink(fs, h);
+        shared_push(fs, h);
+    }
+    char *path = n && !h ? strdup(n->path) : NULL;
+    pthread_mutex_unlock(&fs->lock);
+    if (h) return h;
+    if (!path) {
+        *rc = n ? -ENOMEM : -ESTALE;
+        return NULL;
+    }
+    /* Opened outside the lock: a first open may ask the store. */
+    if (!(mine = calloc(1, sizeof(*mine)))) *rc = -ENOMEM;
+    else if ((*rc = sl_file_open(fs->sl, path, &mine->f)) < 0) mine = (free(mine), NULL);
+    free(path);
+    if (!mine) return NULL;
+    mine->users = 1;
+
+    pthread_mutex_lock(&fs->lock);
+    n = find_ino(fs, ino);
+    if (n && n->shared) { /* another read opened it meanwhile: use that one */
+        h = n->shared;
+        h->users++;
+        closing = mine;
+    } else if (n) {
+        h = n->shared = mine;
+        mine->node = n;
+        shared_push(fs, mine);
+        if (++fs->nshared > SHARED_MAX) closing = shared_detach(fs, fs->shared_tail);
+    } else { /* forgotten meanwhile: a handle for this read alone */
+        h = mine;
+        mine->dropped = true;
+    }
+    pthread_mutex_unlock(&fs->lock);
+    if (closing) close_handle(fs, closing);
+    return h;
+}
+
+static void shared_put(struct fs *fs, struct handle *h)
+{
+    pthread_mutex_lock(&fs->lock);
+    bool last = --h->users == 0 && h->dropped;
+    pthread_mutex_unlock(&fs->lock);
+    if (last) close_handle(fs, h);
+}
+
 static void op_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 {
     struct fs *fs = fuse_req_userdata(req);
@@ -831,6 +958,11 @@ static void op_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
     char *path = node_path(fs, ino);
     int rc;
 
+    if (fs->open_free) { /* the kernel opens files itself from now on (shared_get) */
+        fuse_reply_err(req, ENOSYS);
+        free(path);
+        return;
+    }
     if (!path) {
         fuse_reply_err(req, ESTALE);
         return;
@@ -896,15 +1028,11 @@ static void reply_extents(fuse_req_t req, const sl_extent_t *ext, int count)
     fuse_reply_data(req, v, 0); /* no SPLICE_MOVE: the page file keeps its cached pages */
 }
 
-static void op_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
-                    struct fuse_file_info *fi)
+static void read_handle(fuse_req_t req, struct fs *fs, struct handle *h, size_t size, off_t off)
 {
-    struct fs *fs = fuse_req_userdata(req);
-    struct handle *h = (struct handle *)(uintptr_t)fi->fh;
     size_t n = 0;
     int rc;
 
-    (void)ino;
     if (!cache_current(fs, h)) {
         fuse_reply_err(req, ESTALE);
         return;
@@ -947,12 +1075,31 @@ static void op_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
     free(buf);
 }
 
+static void op_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
+                    struct fuse_file_info *fi)
+{
+    struct fs *fs = fuse_req_userdata(req);
+    struct handle *h = (struct handle *)(uintptr_t)fi->fh;
+    int rc;
+
+    if (h) {
+        read_handle(req, fs, h, size, off);
+    } else if (!fs->open_free) {
+        fuse_reply_err(req, EBADF);
+    } else if (!(h = shared_get(fs, ino, &rc))) {
+        reply_error(req, rc);
+    } else {
+        read_handle(req, fs, h, size, off);
+        shared_put(fs, h);
+    }
+}
+
 static void op_write(fuse_req_t req, fuse_ino_t ino, const char *buf, size_t size, off_t off,
                      struct fuse_file_info *fi)
 {
     struct handle *h = (struct handle *)(uintptr_t)fi->fh;
     (void)ino;
-    if (!h->stage && !h->control) {
+    if (!h || (!h->stage && !h->control)) {
         fuse_reply_err(req, EBADF);
         return;
     }
@@ -971,6 +1118,10 @@ static void op_flush(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
     struct fs *fs = fuse_req_userdata(req);
     struct handle *h = (struct handle *)(uintptr_t)fi->fh;
     (void)ino;
+    if (!h) { /* an open-free mount's file: no writer, and no FLUSH from now on */
+        fuse_reply_err(req, fs->open_free ? ENOSYS : 0);
+        return;
+    }
     if (h->control) {
         int rc = sl__control_flush(fs->control, h->control);
         fuse_reply_err(req, rc == 0 ? 0 : rc == -ENOMEM ? ENOMEM : EINVAL);
@@ -988,14 +1139,14 @@ static void op_fsync(fuse_req_t req, fuse_ino_t ino, int datasync, struct fuse_f
     struct handle *h = (struct handle *)(uintptr_t)fi->fh;
     (void)ino;
     (void)datasync;
-    int rc = h->stage ? sl__stage_sync(&fs->stages, h->stage) : 0;
+    int rc = h && h->stage ? sl__stage_sync(&fs->stages, h->stage) : 0;
     fuse_reply_err(req, rc < 0 ? EIO : 0);
 }
 
 static void op_release(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 {
     (void)ino;
-    close_handle(fuse_req_userdata(req), (struct handle *)(uintptr_t)fi->fh);
+    if (fi->fh) close_handle(fuse_req_userdata(req), (struct handle *)(uintptr_t)fi->fh);
     fuse_reply_err(req, 0);
 }
 
@@ -1165,6 +1316,7 @@ static const struct fuse_lowlevel_ops ops = {
 
 static void fs_free(struct fs *fs)
 {
+    while (fs->shared_head) close_handle(fs, shared_detach(fs, fs->shared_head));
     for (size_t i = 0; i < fs->nbuckets; i++)
         for (struct node *n = fs->by_ino[i], *next; n; n = next) {
             next = n->ino_next;
@@ -1174,6 +1326,17 @@ static void fs_free(struct fs *fs)
     free(fs->by_ino);
     free(fs->by_path);
     pthread_mutex_destroy(&fs->lock);
+}
+
+/* Whether the -o list opts holds the option name. */
+static bool has_opt(const char *opts, const char *name)
+{
+    size_t len = strlen(name);
+    for (const char *p = opts; p && *p; p += strcspn(p, ",")) {
+        p += *p == ',';
+        if (strncmp(p, name, len) == 0 && (p[len] == ',' || p[len] == '\0')) return true;
+    }
+    return false;
 }
 
 int sl_fs_serve(sl_t *sl, const struct sl_fs_options *o)
@@ -1219,6 +1382,7 @@ int sl_fs_serve(sl_t *sl, const struct sl_fs_options *o)
         fprintf(stderr, "sluice: %d file(s) a stopped mount had written are in their stores "
                         "now%s\n", recovered, pending ? "; some are not yet (see above)" : "");
 
+    fs.open_free_wanted = has_opt(o->fuse_opts, "ro") && sl_immutable(sl);
     if ((rc = sl__control_init(sl, o->mountpoint, &fs.control)) < 0) goto out;
     rc = -EINVAL;
     if (!(se = fuse_session_new(&args, &ops, sizeof(ops), &fs))) {

@@ -6,13 +6,14 @@ import errno
 import json
 import os
 import random
+import re
 import signal
 import subprocess
 import threading
 import time
 
-from harness import (LARGE, MiB, PAGE, TOOLS, RemoteCase, SluiceCase, main, mount_pid, random_bytes,
-                     read_file, sha256_file, wait_for, wait_gone)
+from harness import (LARGE, MiB, PAGE, SLUICE, TOOLS, RemoteCase, SluiceCase, main, mount_pid,
+                     random_bytes, read_file, sha256_file, wait_for, wait_gone)
 
 
 def run(*argv, cwd=None):
@@ -695,6 +696,126 @@ class EdgeTest(MountCase):
             f.write(b"written here")
         self.assertEqual(read_file(path), b"written here" + third[12:])
         self.assertEqual(read_file(os.path.join(self.data, "k.bin")), b"written here" + third[12:])
+
+
+    def debug_mount(self, opts, debug=True, **env):
+        """A foreground `sluice mount -d` at tmp/mnt: libfuse logs every request the kernel
+        sends on its stderr. Returns (mount point, the log's path, the process)."""
+        point = os.path.join(self.tmp, "mnt")
+        os.makedirs(point, exist_ok=True)
+        log = os.path.join(self.tmp, "requests.log")
+        with open(log, "wb") as out:
+            p = subprocess.Popen([SLUICE, "-c", self.config, "mount", "-f"] +
+                                 (["-d"] if debug else []) + ["-o", opts, point],
+                                 stdout=out, stderr=out, env={**self.env(), **env}, cwd=self.tmp)
+        self.addCleanup(p.wait, 30)
+        self.mounted.append(point)
+        self.assertTrue(wait_for(lambda: os.path.ismount(point)), "not mounted")
+        return point, log, p
+
+    def test_read_only_immutable_mount_sends_no_opens(self):
+        # -o ro over a dataset that cannot change (metadata_ttl: -1): the kernel opens files
+        # itself, so a re-read of small files whose pages it holds is no request to sluice.
+        files = {f"s/{i}.bin": self.make_file(f"s/{i}.bin", 3000 + 977 * i) for i in range(40)}
+        files["big.bin"] = self.make_file("big.bin", 5 * PAGE + 9)
+        self.config = self.write_config(
+            mounts={"/data": f"\n    uri: file://{self.data}\n    metadata_ttl: -1"})
+        mnt, log, proc = self.debug_mount("ro")
+
+        def requests():
+            with open(log, errors="replace") as f:
+                ops = re.findall(r"opcode: ([A-Z_]+)", f.read())
+            return {op: ops.count(op) for op in ("OPEN", "FLUSH", "RELEASE", "READ", "FORGET")}
+
+        def read_all():
+            for rel, data in files.items():
+                self.assertEqual(read_file(os.path.join(mnt, "data", rel)), data, rel)
+
+        read_all()
+        first = requests()
+        # The first open and the first close were answered ENOSYS: the kernel sends none again.
+        self.assertLessEqual(first["OPEN"], 1, first)
+        self.assertLessEqual(first["FLUSH"], 1, first)
+        self.assertEqual(first["RELEASE"], 0, first)
+        self.assertGreater(first["READ"], 0, first)
+        read_all()
+        again = requests()
+        for op in ("OPEN", "FLUSH", "RELEASE"):
+            self.assertEqual(again[op], first[op], again)
+        # The kernel's pages dropped: reads reach sluice again with no handle, and are served
+        # by the one its node keeps.
+        for rel in files:
+            fd = os.open(os.path.join(mnt, "data", rel), os.O_RDONLY)
+            os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
+            os.close(fd)
+        read_all()
+        dropped = requests()
+        self.assertGreater(dropped["READ"], again["READ"], dropped)
+        # The kernel forgets the inodes: their handles are closed, and a new read opens anew.
+        with open("/proc/sys/vm/drop_caches", "w") as f:
+            f.write("2\n")
+        read_all()
+        with self.assertRaises(OSError) as e:
+            open(os.path.join(mnt, "data", "new.bin"), "wb")
+        self.assertEqual(e.exception.errno, errno.EROFS)
+        with open(os.path.join(mnt, "data", "s", "1.bin"), "rb") as f:
+            os.fsync(f.fileno())  # a reader's fsync: nothing to do, and no handle to do it on
+        self.sluice("umount", mnt)
+        self.assertEqual(proc.wait(30), 0)
+        with open(log, errors="replace") as f:
+            text = f.read()
+        self.assertIn("the kernel opens files itself", text)
+        self.assertNotIn("Sanitizer", text, text)
+        self.assertNotIn("runtime error", text, text)
+
+    def test_open_free_mount_keeps_a_bounded_number_of_handles(self):
+        # The handles an open-free mount keeps for the kernel's files are at most 4,096: past
+        # that, the least recently read is closed. Each close writes the file's access record
+        # (SLUICE_TRACE_DIR), which counts them.
+        count = 4096 + 300
+        files = {f"m/{i // 500}/{i}.bin": self.make_file(f"m/{i // 500}/{i}.bin", 700 + i % 97)
+                 for i in range(count)}
+        self.config = self.write_config(
+            mounts={"/data": f"\n    uri: file://{self.data}\n    metadata_ttl: -1"})
+        trace = os.path.join(self.tmp, "trace")
+        os.makedirs(trace)
+        mnt, log, proc = self.debug_mount("ro", debug=False, SLUICE_TRACE_DIR=trace)
+
+        def closed():
+            paths = []
+            for name in os.listdir(trace):
+                with open(os.path.join(trace, name)) as f:
+                    paths += [line.split("\t")[0] for line in f if line.strip()]
+            return paths
+
+        def check(rel):
+            self.assertEqual(read_file(os.path.join(mnt, "data", rel)), files[rel], rel)
+
+        # Eight readers at once: handles are opened, shared and pushed out concurrently.
+        from concurrent.futures import ThreadPoolExecutor
+        with ThreadPoolExecutor(8) as pool:
+            list(pool.map(check, files))
+        early = len(closed())
+        self.assertGreaterEqual(early, count - 4096)
+        self.assertLess(early, count)
+        self.sluice("umount", mnt)
+        self.assertEqual(proc.wait(30), 0)
+        # At unmount the rest are closed: every file's handle once.
+        self.assertEqual(sorted(closed()), sorted("/data/" + rel for rel in files))
+
+    def test_read_only_mount_of_a_changing_store_opens_as_usual(self):
+        # metadata_ttl 0 (file://'s default): every open must pin the store's version, so the
+        # kernel sends each one, read-only or not.
+        files = {f"{i}.bin": self.make_file(f"{i}.bin", 5000 + i) for i in range(10)}
+        mnt, log, proc = self.debug_mount("ro")
+        for rel, data in files.items():
+            self.assertEqual(read_file(os.path.join(mnt, "data", rel)), data)
+        with open(log, errors="replace") as f:
+            text = f.read()
+        self.assertEqual(len(re.findall(r"opcode: OPEN ", text)), len(files), text[-2000:])
+        self.assertNotIn("the kernel opens files itself", text)
+        self.sluice("umount", mnt)
+        self.assertEqual(proc.wait(30), 0)
 
 
 class S3MountTest(RemoteCase):
