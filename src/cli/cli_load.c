@@ -131,6 +131,10 @@ static int hand_over(const char *file, const char *mount, const char *text, size
         if (err == EINVAL)
             fprintf(stderr, "sluice: load: --order %s: the mount at %s refused it: its log "
                             "(CACHE_DIR/mount.log) names the line\n", file, mount);
+        else if (err == EROFS)
+            fprintf(stderr, "sluice: load: --order %s: the mount at %s is read-only (-o ro), "
+                            "and an order is written to it: mount it without ro to hand it "
+                            "orders\n", file, mount);
         else
             fprintf(stderr, "sluice: load: --order %s: %s: %s\n", file, ctl ? ctl : mount,
                     strerror(err));

@@ -760,6 +760,12 @@ class EdgeTest(MountCase):
         self.assertEqual(e.exception.errno, errno.EROFS)
         with open(os.path.join(mnt, "data", "s", "1.bin"), "rb") as f:
             os.fsync(f.fileno())  # a reader's fsync: nothing to do, and no handle to do it on
+        # No order can be handed to it: the control file cannot be written, and the CLI says why.
+        order = os.path.join(self.tmp, "order.txt")
+        with open(order, "w") as f:
+            f.write(os.path.join(mnt, "data", "s", "1.bin") + "\n")
+        r = self.sluice("load", "--order", order, expect=1)
+        self.assertIn(b"is read-only (-o ro)", r.stderr)
         self.sluice("umount", mnt)
         self.assertEqual(proc.wait(30), 0)
         with open(log, errors="replace") as f:
