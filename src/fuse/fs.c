@@ -1328,15 +1328,19 @@ static void fs_free(struct fs *fs)
     pthread_mutex_destroy(&fs->lock);
 }
 
-/* Whether the -o list opts holds the option name. */
-static bool has_opt(const char *opts, const char *name)
+/* Whether the -o list opts mounts read-only: the last of "ro" and "rw" wins, as in mount(8);
+ * a comma escaped with a backslash is part of its option. */
+static bool read_only(const char *opts)
 {
-    size_t len = strlen(name);
-    for (const char *p = opts; p && *p; p += strcspn(p, ",")) {
-        p += *p == ',';
-        if (strncmp(p, name, len) == 0 && (p[len] == ',' || p[len] == '\0')) return true;
+    bool ro = false;
+    for (const char *p = opts; p && *p;) {
+        const char *end = p;
+        while (*end && *end != ',') end += end[0] == '\\' && end[1] ? 2 : 1;
+        size_t len = (size_t)(end - p);
+        if (len == 2 && (strncmp(p, "ro", 2) == 0 || strncmp(p, "rw", 2) == 0)) ro = p[1] == 'o';
+        p = *end ? end + 1 : end;
     }
-    return false;
+    return ro;
 }
 
 int sl_fs_serve(sl_t *sl, const struct sl_fs_options *o)
@@ -1374,7 +1378,7 @@ int sl_fs_serve(sl_t *sl, const struct sl_fs_options *o)
     if (o->debug && fuse_opt_add_arg(&args, "-d")) goto out;
 
     /* What a mount that died had acknowledged goes to the stores before anything else. */
-    int recovered, pending;
+    int recovered = 0, pending = 0;
     if ((rc = sl__stages_open(&fs.stages, sl, &recovered, &pending)) < 0)
         fprintf(stderr, "sluice: warning: no write journal (%s): the mount is read-only\n",
                 sl_errmsg(rc));
@@ -1382,7 +1386,9 @@ int sl_fs_serve(sl_t *sl, const struct sl_fs_options *o)
         fprintf(stderr, "sluice: %d file(s) a stopped mount had written are in their stores "
                         "now%s\n", recovered, pending ? "; some are not yet (see above)" : "");
 
-    fs.open_free_wanted = has_opt(o->fuse_opts, "ro") && sl_immutable(sl);
+    /* Files a stopped mount left waiting for their store are read from the journal, and will
+     * change the store when they go up: such a mount keeps its opens. */
+    fs.open_free_wanted = read_only(o->fuse_opts) && sl_immutable(sl) && !pending;
     if ((rc = sl__control_init(sl, o->mountpoint, &fs.control)) < 0) goto out;
     rc = -EINVAL;
     if (!(se = fuse_session_new(&args, &ops, sizeof(ops), &fs))) {

@@ -773,6 +773,15 @@ class EdgeTest(MountCase):
         self.assertIn("the kernel opens files itself", text)
         self.assertNotIn("Sanitizer", text, text)
         self.assertNotIn("runtime error", text, text)
+        # The last of ro and rw wins, as in mount(8): "ro,rw" is writable, and keeps its opens.
+        mnt, log, proc = self.debug_mount("ro,rw")
+        with open(os.path.join(mnt, "data", "new.bin"), "wb") as f:
+            f.write(b"written")
+        self.assertEqual(read_file(os.path.join(self.data, "new.bin")), b"written")
+        self.sluice("umount", mnt)
+        self.assertEqual(proc.wait(30), 0)
+        with open(log, errors="replace") as f:
+            self.assertNotIn("the kernel opens files itself", f.read())
 
     def test_open_free_mount_keeps_a_bounded_number_of_handles(self):
         # The handles an open-free mount keeps for the kernel's files are at most 4,096: past
