@@ -884,6 +884,14 @@ static void shared_push(struct fs *fs, struct handle *h)
     fs->shared_head = h;
 }
 
+/* One more read uses h, now the most recently read (fs->lock held). */
+static void shared_use(struct fs *fs, struct handle *h)
+{
+    h->users++;
+    shared_unlink(fs, h);
+    shared_push(fs, h);
+}
+
 /* Takes h from its node (fs->lock held). Returns h when the caller is to close it now (after
  * the lock), NULL when reads use it still: the last of them closes it. */
 static struct handle *shared_detach(struct fs *fs, struct handle *h)
@@ -904,11 +912,7 @@ static struct handle *shared_get(struct fs *fs, fuse_ino_t ino, int *rc)
 
     pthread_mutex_lock(&fs->lock);
     struct node *n = find_ino(fs, ino);
-    if (n && (h = n->shared)) {
-        h->users++;
-        shared_unlink(fs, h);
-        shared_push(fs, h);
-    }
+    if (n && (h = n->shared)) shared_use(fs, h);
     char *path = n && !h ? strdup(n->path) : NULL;
     pthread_mutex_unlock(&fs->lock);
     if (h) return h;
@@ -926,8 +930,7 @@ static struct handle *shared_get(struct fs *fs, fuse_ino_t ino, int *rc)
     pthread_mutex_lock(&fs->lock);
     n = find_ino(fs, ino);
     if (n && n->shared) { /* another read opened it meanwhile: use that one */
-        h = n->shared;
-        h->users++;
+        shared_use(fs, h = n->shared);
         closing = mine;
     } else if (n) {
         h = n->shared = mine;
@@ -955,14 +958,13 @@ static void op_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 {
     struct fs *fs = fuse_req_userdata(req);
     struct handle *h;
-    char *path = node_path(fs, ino);
     int rc;
 
     if (fs->open_free) { /* the kernel opens files itself from now on (shared_get) */
         fuse_reply_err(req, ENOSYS);
-        free(path);
         return;
     }
+    char *path = node_path(fs, ino);
     if (!path) {
         fuse_reply_err(req, ESTALE);
         return;

@@ -97,6 +97,22 @@ class MountCase(SluiceCase):
                 return now
             last = now
 
+    def debug_mount(self, opts, debug=True, **env):
+        """A foreground `sluice mount -d` at tmp/mnt: libfuse logs every request the kernel
+        sends on its stderr. Returns (mount point, the log's path, the process)."""
+        point = os.path.join(self.tmp, "mnt")
+        os.makedirs(point, exist_ok=True)
+        log = os.path.join(self.tmp, "requests.log")
+        with open(log, "wb") as out:
+            p = subprocess.Popen([SLUICE, "-c", self.config, "mount", "-f"] +
+                                 (["-d"] if debug else []) + ["-o", opts, point],
+                                 stdout=out, stderr=out, env={**self.env(), **env}, cwd=self.tmp)
+        self.addCleanup(p.wait, 30)
+        self.mounted.append(point)
+        # Mounted by this process (a stale mount of a killed one may still be there first).
+        self.assertTrue(wait_for(lambda: mount_pid(point) == p.pid), "not mounted")
+        return point, log, p
+
     def tearDown(self):
         # A daemon's sanitizer reports go to its log, not to a terminal: fail on them.
         log = os.path.join(self.cache, "mount.log")
@@ -553,6 +569,35 @@ class LocalWriteTest(MountCase):
         self.assertEqual(read_file(os.path.join(mnt, "data", "d", "y.bin")), b"acknowledged")
         self.assertTrue(wait_for(lambda: not os.listdir(os.path.join(self.cache, "journal"))))
 
+    def test_read_only_mount_with_uploads_waiting_keeps_its_opens(self):
+        # A killed mount left an acknowledged file its store still refuses. A read-only mount of
+        # the (immutable) dataset then reads it from the journal, and the store changes once it
+        # goes up: the kernel must keep asking at every open.
+        os.makedirs(os.path.join(self.data, "d"))
+        self.config = self.write_config(
+            mounts={"/data": f"\n    uri: file://{self.data}\n    metadata_ttl: -1"})
+        mnt = self.mount()
+        pid = mount_pid(mnt)
+        f = open(os.path.join(mnt, "data", "d", "y.bin"), "wb")
+        f.write(b"acknowledged")
+        f.flush()
+        os.fsync(f.fileno())
+        self.kill_daemon(pid, f)
+        self.refuse_uploads_to_d()
+        mnt, log, proc = self.debug_mount("ro")
+        for _ in range(3):
+            self.assertEqual(read_file(os.path.join(mnt, "data", "d", "y.bin")), b"acknowledged")
+        self.take_uploads_to_d()
+        self.assertTrue(wait_for(lambda: os.path.exists(os.path.join(self.data, "d", "y.bin"))),
+                        "the retry did not upload it")
+        self.assertEqual(read_file(os.path.join(mnt, "data", "d", "y.bin")), b"acknowledged")
+        self.sluice("umount", mnt)
+        self.assertEqual(proc.wait(30), 0)
+        with open(log, errors="replace") as f:
+            text = f.read()
+        self.assertNotIn("the kernel opens files itself", text)
+        self.assertEqual(len(re.findall(r"opcode: OPEN ", text)), 4, text[-2000:])
+
     def test_files_being_written_are_listed(self):
         self.make_file("old.bin", 100)
         mnt = self.mount()
@@ -697,21 +742,6 @@ class EdgeTest(MountCase):
         self.assertEqual(read_file(path), b"written here" + third[12:])
         self.assertEqual(read_file(os.path.join(self.data, "k.bin")), b"written here" + third[12:])
 
-
-    def debug_mount(self, opts, debug=True, **env):
-        """A foreground `sluice mount -d` at tmp/mnt: libfuse logs every request the kernel
-        sends on its stderr. Returns (mount point, the log's path, the process)."""
-        point = os.path.join(self.tmp, "mnt")
-        os.makedirs(point, exist_ok=True)
-        log = os.path.join(self.tmp, "requests.log")
-        with open(log, "wb") as out:
-            p = subprocess.Popen([SLUICE, "-c", self.config, "mount", "-f"] +
-                                 (["-d"] if debug else []) + ["-o", opts, point],
-                                 stdout=out, stderr=out, env={**self.env(), **env}, cwd=self.tmp)
-        self.addCleanup(p.wait, 30)
-        self.mounted.append(point)
-        self.assertTrue(wait_for(lambda: os.path.ismount(point)), "not mounted")
-        return point, log, p
 
     def test_read_only_immutable_mount_sends_no_opens(self):
         # -o ro over a dataset that cannot change (metadata_ttl: -1): the kernel opens files
