@@ -595,10 +595,14 @@ static void op_opendir(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi
     pthread_cond_init(&d->changed, NULL);
     if (!(d->path = node_path(fs, ino))) {
         err = ESTALE;
-    } else if ((err = dir_start(d)) == 0) {
+    } else {
+        /* The listing starts at the first readdir: an open the kernel answers from the
+         * listing it keeps sends none. */
         fi->fh = (uintptr_t)d;
         d->timeout = timeout_of(fs, d->path);
-        fi->cache_readdir = d->timeout >= DAY_S; /* immutable: the kernel keeps it */
+        /* Immutable: the kernel keeps the listing, across opens too (without keep_cache
+         * each open drops it). */
+        fi->cache_readdir = fi->keep_cache = d->timeout >= DAY_S;
         if (fuse_reply_open(req, fi) == 0) return;
         err = 0; /* the kernel gave up on the open: nothing to reply */
     }
@@ -651,7 +655,8 @@ static void readdir_common(fuse_req_t req, size_t size, off_t off, struct fuse_f
         fuse_reply_err(req, ENOMEM);
         return;
     }
-    if ((uint64_t)off < d->next && (err = dir_start(d)) != 0) goto out; /* a seek back */
+    /* The first call, or a seek back. */
+    if ((!d->running || (uint64_t)off < d->next) && (err = dir_start(d)) != 0) goto out;
     d->next = (uint64_t)off;
     pthread_mutex_lock(&d->lock);
     for (;;) {

@@ -813,6 +813,46 @@ class EdgeTest(MountCase):
         with open(log, errors="replace") as f:
             self.assertNotIn("the kernel opens files itself", f.read())
 
+    def test_immutable_listings_are_kept_by_the_kernel(self):
+        # metadata_ttl -1: the kernel keeps a directory's listing from one open to the next, so
+        # a second `ls` sends no READDIR; a name made through the mount still shows at once.
+        for i in range(300):
+            self.make_file(f"d/{i % 3}/{i}.bin", 10 + i)
+        self.config = self.write_config(
+            mounts={"/data": f"\n    uri: file://{self.data}\n    metadata_ttl: -1"})
+        mnt, log, proc = self.debug_mount("rw")
+
+        def listings():
+            with open(log, errors="replace") as f:
+                return len(re.findall(r"opcode: READDIR", f.read()))
+
+        def walk():
+            return sorted(os.path.join(d, n) for d, ds, fs in os.walk(os.path.join(mnt, "data"))
+                          for n in ds + fs)
+
+        first = walk()
+        self.assertEqual(len(first), 1 + 3 + 300)
+        sent = listings()
+        self.assertGreater(sent, 0)
+        self.assertEqual(walk(), first)
+        self.assertEqual(listings(), sent)
+        with open(os.path.join(mnt, "data", "d", "1", "new.bin"), "wb") as f:
+            f.write(b"new")
+        self.assertIn(os.path.join(mnt, "data", "d", "1", "new.bin"), walk())
+        self.assertGreater(listings(), sent)  # that folder's listing was asked for again
+        self.sluice("umount", mnt)
+        self.assertEqual(proc.wait(30), 0)
+        # With a TTL the store may change under the mount: every listing is asked for.
+        self.config = self.write_config(mounts={"/data": f"\n    uri: file://{self.data}"})
+        mnt, log, proc = self.debug_mount("rw")
+        walk()
+        sent = listings()
+        self.make_file("d/2/outside.bin", 5)
+        self.assertIn(os.path.join(mnt, "data", "d", "2", "outside.bin"), walk())
+        self.assertGreater(listings(), sent)
+        self.sluice("umount", mnt)
+        self.assertEqual(proc.wait(30), 0)
+
     def test_open_free_mount_keeps_a_bounded_number_of_handles(self):
         # The handles an open-free mount keeps for the kernel's files are at most 4,096: past
         # that, the least recently read is closed. Each close writes the file's access record
