@@ -11,6 +11,7 @@
 #   SMALL_RUNS=1 ./bench/mount-s3.sh build/sluice     # one cold run of the small objects
 #   BIG=256M SMALL_COUNT=1000 LIST_KEYS=5000 RUNS=1 ./bench/mount-s3.sh build/sluice   # quick
 #   ONLY="sluice sluice-1" ./bench/mount-s3.sh build/sluice   # sluice's rows alone (no ratios)
+#   LIMIT=600 ./bench/mount-s3.sh build/sluice      # stop a command after 600 s (default 300)
 #
 # Rows:
 #   1. cold sequential read of a BIG object (cat), and hot
@@ -33,6 +34,8 @@ BIG=${BIG:-1G}
 SMALL_COUNT=${SMALL_COUNT:-10000}
 LIST_KEYS=${LIST_KEYS:-100000}
 ONLY=${ONLY:-sluice sluice-1 rclone s3fs}
+LIMIT=${LIMIT:-300}   # seconds a command may run before it is stopped and shown as "> LIMIT s"
+OVER=1e9
 
 for tool in node $(echo "$ONLY" | grep -ow 'rclone\|s3fs'); do
     command -v "$tool" >/dev/null || { echo "bench: $tool is missing (./scripts/deps.sh --bench)" >&2; exit 1; }
@@ -79,23 +82,26 @@ mount_tool() {
     umount "$m" 2>/dev/null || true
     rm -rf "$WORK/cache-$tool"; mkdir -p "$m"
     case $tool in
-        sluice|sluice-1) "$SLUICE" -c "$WORK/$tool.yaml" mount "$m"; ROOT=$m/s3 ;;
+        sluice|sluice-1) "$SLUICE" -c "$WORK/$tool.yaml" mount "$m"; export ROOT=$m/s3 ;;
         # --use-server-modtime: without it rclone reads each object's time with a HEAD of its
         # own (its S3 docs say so), and its first `ls -lR` of 100,000 keys took over 20 minutes.
         rclone) rclone mount B:bench "$m" --vfs-cache-mode full --cache-dir "$WORK/cache-rclone" \
                     --use-server-modtime --daemon -q
-                ROOT=$m ;;
+                export ROOT=$m ;;
         s3fs) s3fs bench "$m" -o passwd_file="$WORK/s3fs.pass" -o url="$EP" -o use_path_request_style \
-                -o endpoint=us-east-1 -o use_cache="$WORK/cache-s3fs"; ROOT=$m ;;
+                -o endpoint=us-east-1 -o use_cache="$WORK/cache-s3fs"; export ROOT=$m ;;
     esac
     for _ in $(seq 100); do [ -e "$ROOT/big" ] && return 0; sleep 0.1; done
     echo "bench: $tool did not mount" >&2; exit 1
 }
 
-# timed CMD: seconds CMD took (or the number it printed).
+# timed CMD: seconds CMD took (or the number it printed); $OVER if it ran past $LIMIT seconds
+# and was stopped.
 timed() {
-    local t0 out; t0=$(now)
-    out=$(eval "$1") || { echo "bench: failed: $1" >&2; exit 1; }
+    local t0 out rc=0; t0=$(now)
+    out=$(timeout "$LIMIT" bash -c "$1") || rc=$?
+    [ "$rc" = 124 ] && { echo "$OVER"; return; }
+    [ "$rc" = 0 ] || { echo "bench: failed: $1" >&2; exit 1; }
     if [[ $out =~ ^[0-9.]+$ ]]; then echo "$out"; else awk -v a="$(now)" -v b="$t0" 'BEGIN {print a - b}'; fi
 }
 med() { printf '%s\n' "$@" | sort -g | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
@@ -114,13 +120,15 @@ for tool in $ONLY; do
     mount_tool "$tool"
     [ "$(sha256sum < "$ROOT/big/object.bin")" = "$BIG_SHA" ] || { echo "bench: $tool read wrong bytes" >&2; exit 1; }
     eval "$SMALL_READ"
-    ls -lR "$ROOT/list" > /dev/null
+    # The first listing, untimed; a tool that cannot list them all within the limit is not
+    # timed listing them again (s3fs asks for each key's attributes with a HEAD of its own).
+    list_over=""; timeout "$LIMIT" ls -lR "$ROOT/list" > /dev/null || list_over=1
     for _ in $(seq "$RUNS"); do
         hot_seq+=("$(timed "cat $ROOT/big/object.bin > /dev/null")")
         r4k+=("$(timed "/usr/bin/python3 $HERE/preads.py $ROOT/big/object.bin 4096 20000")")
         r128k+=("$(timed "/usr/bin/python3 $HERE/preads.py $ROOT/big/object.bin 131072 5000")")
         hot_small+=("$(timed "$SMALL_READ")")
-        ls+=("$(timed "ls -lR $ROOT/list > /dev/null")")
+        if [ -n "$list_over" ]; then ls+=("$OVER"); else ls+=("$(timed "ls -lR $ROOT/list > /dev/null")"); fi
     done
     T[$tool,cold_seq]=$(med "${cold_seq[@]}"); T[$tool,hot_seq]=$(med "${hot_seq[@]}")
     T[$tool,r4k]=$(med "${r4k[@]}"); T[$tool,r128k]=$(med "${r128k[@]}")
@@ -130,7 +138,7 @@ for tool in $ONLY; do
     umount "$WORK/mnt-$tool"
 done
 
-echo "Throttle: $LATENCY_MS ms per request, $BANDWIDTH/s, $CONCURRENCY at once; median of $RUNS runs ($SMALL_RUNS for the cold small objects)."
+echo "Throttle: $LATENCY_MS ms per request, $BANDWIDTH/s, $CONCURRENCY at once; median of $RUNS runs ($SMALL_RUNS for the cold small objects); a command stopped after $LIMIT s."
 echo
 echo "| workload | sluice | sluice, ttl -1 | rclone mount | s3fs | sluice (defaults, ttl -1) over the fastest peer |"
 echo "|---|---|---|---|---|---|"
@@ -140,9 +148,11 @@ for row in "cold_seq|cold sequential read, $BIG" "hot_seq|hot sequential read, $
            "ls|hot: ls -lR of $LIST_KEYS keys"; do
     k=${row%%|*}; name=${row#*|}
     awk -v n="$name" -v s="${T[sluice,$k]:-}" -v i="${T[sluice-1,$k]:-}" -v r="${T[rclone,$k]:-}" \
-        -v f="${T[s3fs,$k]:-}" 'function t(x) { return x == "" ? "-" : sprintf("%.2f s", x) }
-            BEGIN { best = r == "" ? f : f == "" || r < f ? r : f
-            ratio = best == "" || s == "" || i == "" ? "-" : sprintf("**%.2fx, %.2fx**", best / s, best / i)
+        -v f="${T[s3fs,$k]:-}" -v limit="$LIMIT" -v over="$OVER" '
+            function t(x) { return x == "" ? "-" : x + 0 >= over + 0 ? "> " limit " s (stopped)" : sprintf("%.2f s", x) }
+            function x(b, y) { return b + 0 >= over + 0 ? sprintf("> %.0fx", limit / y) : sprintf("%.2fx", b / y) }
+            BEGIN { best = r == "" ? f : f == "" || r + 0 < f + 0 ? r : f
+            ratio = best == "" || s == "" || i == "" ? "-" : sprintf("**%s, %s**", x(best, s), x(best, i))
             printf "| %s | %s | %s | %s | %s | %s |\n", n, t(s), t(i), t(r), t(f), ratio }'
 done
 [ -n "${T[sluice,cold_seq]:-}" ] &&

@@ -9,6 +9,7 @@
 #   mount+order  the same, each epoch's order written to MOUNT/.sluice/order first
 #   mount-lru    the mount with policy lru (at 50% only: the contrast to epoch)
 #   rclone       `rclone mount --vfs-cache-mode full --vfs-cache-max-size fraction x dataset`
+#                (in bytes, "B": rclone reads a bare number as KiB)
 #
 # The kernel's page cache is dropped before every epoch (--between-epochs): the datasets are
 # scaled to this machine, smaller than its RAM, and must read as a dataset larger than RAM
@@ -108,9 +109,12 @@ run() {
         rclone)
             rm -rf "$WORK/cache-rclone"
             # Its size limit is enforced when it polls the cache (every minute by default):
-            # every second here, or a short run never sees it.
-            rclone mount B:bench "$m" --vfs-cache-mode full --vfs-cache-max-size "$size" \
-                --vfs-cache-poll-interval 1s --cache-dir "$WORK/cache-rclone" --daemon -q
+            # every second here, or a short run never sees it. The size in bytes says so ("B"):
+            # a bare number is KiB to rclone, a limit 1,024 times the one meant.
+            # --use-server-modtime: the object's time from the listing, not a HEAD of each.
+            rclone mount B:bench "$m" --vfs-cache-mode full --vfs-cache-max-size "${size}B" \
+                --vfs-cache-poll-interval 1s --use-server-modtime \
+                --cache-dir "$WORK/cache-rclone" --daemon -q
             for _ in $(seq 100); do [ -e "$m/$w" ] && break; sleep 0.1; done
             data=$m/$w ;;
     esac
