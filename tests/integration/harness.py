@@ -158,6 +158,30 @@ class SluiceCase(unittest.TestCase):
                     pass  # evicted while we looked
         return out
 
+    def page_data(self):
+        """(path, bytes of data) of every page file: its data extents (SEEK_DATA/SEEK_HOLE),
+        not its allocated blocks, which on ext4 also count the file's extent tree (a page file
+        with holes punched by eviction can take a block of it: 4 KiB no page owns)."""
+        out = []
+        for p, _ in self.page_files():
+            try:
+                fd = os.open(p, os.O_RDONLY)
+            except FileNotFoundError:
+                continue  # evicted while we looked
+            try:
+                size, off, data = os.fstat(fd).st_size, 0, 0
+                while off < size:
+                    try:
+                        start = os.lseek(fd, off, os.SEEK_DATA)
+                    except OSError:
+                        break  # no data after off (ENXIO)
+                    off = os.lseek(fd, start, os.SEEK_HOLE)
+                    data += off - start
+                out.append((p, data))
+            finally:
+                os.close(fd)
+        return out
+
     def disk_usage(self):
         return sum(b for _, b in self.page_files())
 
