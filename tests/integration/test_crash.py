@@ -15,7 +15,7 @@ class CrashTest(SluiceCase):
     def check_consistent(self):
         """What the index says matches what is on disk, and nothing is half-written."""
         s = self.stats()  # a new process: it recovers whatever the dead one left
-        files = self.page_data()
+        files = self.page_files()
         # Every page file holds indexed pages (a run of them shares one). The converse may not
         # hold: eviction gives back its space just before its commit (so the hard limit holds
         # at every instant), and a kill in between leaves records without bytes, which are read
