@@ -840,6 +840,15 @@ class EdgeTest(MountCase):
             f.write(b"new")
         self.assertIn(os.path.join(mnt, "data", "d", "1", "new.bin"), walk())
         self.assertGreater(listings(), sent)  # that folder's listing was asked for again
+        # A rename and an unlink through the mount drop the kept listings too.
+        d = os.path.join(mnt, "data", "d")
+        os.rename(os.path.join(d, "1", "new.bin"), os.path.join(d, "2", "moved.bin"))
+        os.unlink(os.path.join(d, "0", "0.bin"))
+        now = walk()
+        self.assertNotIn(os.path.join(d, "1", "new.bin"), now)
+        self.assertIn(os.path.join(d, "2", "moved.bin"), now)
+        self.assertNotIn(os.path.join(d, "0", "0.bin"), now)
+        self.assertEqual(len(now), len(first))
         self.sluice("umount", mnt)
         self.assertEqual(proc.wait(30), 0)
         # With a TTL the store may change under the mount: every listing is asked for.
