@@ -196,15 +196,33 @@ static uint64_t state_u64(struct sl_disk *d, const char *name)
     return v;
 }
 
+/* The bytes of a file's data extents, in whole blocks (SEEK_DATA/SEEK_HOLE): not st_blocks,
+ * which also counts ext4's extent-tree block of a fragmented file (a 4 KiB block no page owns). */
+static uint64_t data_bytes(const char *path)
+{
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0) return 0;
+    uint64_t total = 0;
+    off_t pos = 0, data, hole;
+    while ((data = lseek(fd, pos, SEEK_DATA)) >= 0) {
+        hole = lseek(fd, data, SEEK_HOLE);
+        if (hole <= data) break;
+        off_t from = data / 4096 * 4096, to = (hole + 4095) / 4096 * 4096;
+        total += (uint64_t)(to - from);
+        pos = hole;
+    }
+    close(fd);
+    return total;
+}
+
 /* Total size and number of the regular files under a directory. */
 static uint64_t walk_bytes, walk_alloc, walk_files;
 static int walk_cb(const char *path, const struct stat *sb, int type, struct FTW *ftw)
 {
-    (void)path;
     (void)ftw;
     if (type == FTW_F && S_ISREG(sb->st_mode)) {
         walk_bytes += (uint64_t)sb->st_size;
-        walk_alloc += (uint64_t)sb->st_blocks * 512;
+        walk_alloc += data_bytes(path);
         walk_files++;
     }
     return 0;
