@@ -79,18 +79,22 @@ static size_t mapped_len(size_t len)
 
 uint8_t *sl__mem_buf_alloc(struct sl_mem *mem, size_t len)
 {
-    if (len == mem->page_size) {
+    if (len >= MAPPED_MIN) {
+        size_t mlen = mapped_len(len);
         uint8_t *buf = NULL;
         pthread_mutex_lock(&mem->buf_lock);
-        if (mem->nspare) buf = mem->spare[--mem->nspare];
+        for (size_t i = mem->nspare; i-- > 0;) { /* the newest first: its bytes are warm */
+            if (mem->spare[i].len != mlen) continue;
+            buf = mem->spare[i].buf;
+            mem->spare_bytes -= mlen;
+            memmove(mem->spare + i, mem->spare + i + 1, (--mem->nspare - i) * sizeof(*mem->spare));
+            break;
+        }
         pthread_mutex_unlock(&mem->buf_lock);
         if (buf) return buf;
-    }
-    if (len >= MAPPED_MIN) {
         /* Page-aligned, so the disk tier can write it straight (O_DIRECT). */
-        void *buf = mmap(NULL, mapped_len(len), PROT_READ | PROT_WRITE,
-                         MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
-        return buf == MAP_FAILED ? NULL : buf;
+        void *m = mmap(NULL, mlen, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+        return m == MAP_FAILED ? NULL : m;
     }
     /* Aligned to the block size, so the disk tier can write a page straight from its buffer
      * (O_DIRECT) without a copy into the kernel's page cache. */
@@ -101,19 +105,33 @@ uint8_t *sl__mem_buf_alloc(struct sl_mem *mem, size_t len)
 void sl__mem_buf_free(struct sl_mem *mem, uint8_t *buf, size_t len)
 {
     if (!buf) return;
-    if (len == mem->page_size) {
-        pthread_mutex_lock(&mem->buf_lock);
-        if (mem->nspare < mem->max_spare) {
-            mem->spare[mem->nspare++] = buf;
-            buf = NULL;
-        }
-        pthread_mutex_unlock(&mem->buf_lock);
-        if (!buf) return;
-    }
-    if (len >= MAPPED_MIN)
-        munmap(buf, mapped_len(len));
-    else
+    if (len < MAPPED_MIN) {
         free(buf);
+        return;
+    }
+    size_t mlen = mapped_len(len);
+    uint8_t *drop = buf;
+    pthread_mutex_lock(&mem->buf_lock);
+    if (mlen <= mem->max_spare_bytes) {
+        /* Full: the oldest spare makes room (a dataset of another size has come). */
+        while (mem->nspare &&
+               (mem->nspare == mem->max_spare || mem->spare_bytes + mlen > mem->max_spare_bytes)) {
+            struct sl_spare old = mem->spare[0];
+            memmove(mem->spare, mem->spare + 1, (mem->nspare - 1) * sizeof(*mem->spare));
+            mem->nspare--;
+            mem->spare_bytes -= old.len;
+            pthread_mutex_unlock(&mem->buf_lock);
+            munmap(old.buf, old.len);
+            pthread_mutex_lock(&mem->buf_lock);
+        }
+        if (mem->nspare < mem->max_spare && mem->spare_bytes + mlen <= mem->max_spare_bytes) {
+            mem->spare[mem->nspare++] = (struct sl_spare){buf, mlen};
+            mem->spare_bytes += mlen;
+            drop = NULL;
+        }
+    }
+    pthread_mutex_unlock(&mem->buf_lock);
+    if (drop) munmap(drop, mlen);
 }
 
 static void page_free(struct sl_mem *mem, struct sl_mpage *mp)
@@ -241,9 +259,10 @@ int sl__mem_init(struct sl_mem *mem, uint64_t capacity, uint32_t page_size)
     mem->ghost = calloc(ghosts, sizeof(*mem->ghost));
     mem->ghost_mask = ghosts - 1;
     mem->page_size = page_size;
-    /* Spare buffers are memory too: a sixteenth of the budget at most. */
-    mem->max_spare = (size_t)SL_MIN(32, capacity / 16 / page_size);
-    mem->spare = calloc(mem->max_spare ? mem->max_spare : 1, sizeof(*mem->spare));
+    /* Spare buffers are memory too: a sixteenth of the budget at most, and 32 pages. */
+    mem->max_spare_bytes = SL_MIN(32ULL * page_size, capacity / 16);
+    mem->max_spare = 256;
+    mem->spare = calloc(mem->max_spare, sizeof(*mem->spare));
     if (!mem->buckets || !mem->ghost || !mem->spare) {
         free(mem->buckets);
         free(mem->ghost);
@@ -278,9 +297,8 @@ void sl__mem_fini(struct sl_mem *mem)
     }
     free(mem->buckets);
     free(mem->ghost);
-    size_t n = mem->nspare;
-    mem->nspare = mem->max_spare = 0; /* so that the frees below do not keep them */
-    for (size_t i = 0; i < n; i++) sl__mem_buf_free(mem, mem->spare[i], mem->page_size);
+    for (size_t i = 0; i < mem->nspare; i++) munmap(mem->spare[i].buf, mem->spare[i].len);
+    mem->nspare = 0;
     free(mem->spare);
     pthread_mutex_destroy(&mem->buf_lock);
     pthread_cond_destroy(&mem->changed);

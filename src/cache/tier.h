@@ -63,12 +63,19 @@ struct sl_mem {
     uint64_t ghost_clock;
     struct sl_evict_backend be;
 
-    /* Full-page buffers kept for reuse: a buffer the kernel has to fault in and zero again for
-     * every page costs more than reading the page (see docs/benchmarks.md). buf_lock guards
-     * them. Lock order: lock, then buf_lock (pages are freed under lock). */
+    /* Mapped buffers kept for reuse, each with its mapped length: a buffer the kernel has to
+     * fault in and zero again for every page, and unmap (a TLB shootdown on every CPU) when
+     * it is freed, costs more than reading the page (see docs/benchmarks.md). A buffer is
+     * reused for a page of the same mapped length: whole pages, and the tails of files of one
+     * size (a dataset's samples). buf_lock guards them. Lock order: lock, then buf_lock (pages
+     * are freed under lock). */
     pthread_mutex_t buf_lock;
-    uint8_t **spare;
+    struct sl_spare {
+        uint8_t *buf;
+        size_t len;
+    } *spare;
     size_t nspare, max_spare;
+    uint64_t spare_bytes, max_spare_bytes;
     uint32_t page_size;
 };
 

@@ -746,6 +746,43 @@ static void stats_do_not_dip_during_a_flush(void **state)
     assert_int_equal(after.misses, want.misses);
 }
 
+/* A page buffer freed is reused for the next page of its mapped length (whole pages, and the
+ * tails of a dataset's samples, all of one size), never for another length, and what is kept
+ * stays within its byte bound. */
+static void freed_buffers_are_reused_by_length(void **state)
+{
+    (void)state;
+    struct sl_mem mem;
+    const size_t page = 1u << 20, sample = 114660; /* a resnet sample: a page's tail */
+    assert_int_equal(sl__mem_init(&mem, 64u << 20, (uint32_t)page), 0);
+
+    uint8_t *a = sl__mem_buf_alloc(&mem, sample);
+    assert_non_null(a);
+    memset(a, 7, sample);
+    sl__mem_buf_free(&mem, a, sample);
+    assert_ptr_equal(sl__mem_buf_alloc(&mem, sample), a); /* no new mapping */
+    uint8_t *p = sl__mem_buf_alloc(&mem, page);
+    assert_ptr_not_equal(p, a);
+    sl__mem_buf_free(&mem, a, sample);
+    uint8_t *other = sl__mem_buf_alloc(&mem, 300000);
+    assert_ptr_not_equal(other, a); /* another length: not a */
+    sl__mem_buf_free(&mem, other, 300000);
+    sl__mem_buf_free(&mem, p, page);
+    assert_ptr_equal(sl__mem_buf_alloc(&mem, page), p);
+
+    /* Many freed at once: the spares never go past their bound (a sixteenth of RAM). */
+    uint8_t *bufs[64];
+    for (int i = 0; i < 64; i++) assert_non_null(bufs[i] = sl__mem_buf_alloc(&mem, sample));
+    for (int i = 0; i < 64; i++) {
+        sl__mem_buf_free(&mem, bufs[i], sample);
+        assert_true(mem.spare_bytes <= mem.max_spare_bytes);
+        assert_true(mem.nspare <= mem.max_spare);
+    }
+    assert_true(mem.spare_bytes > (4u << 20) - page); /* and they are kept up to it */
+    sl__mem_buf_free(&mem, p, page);
+    sl__mem_fini(&mem);
+}
+
 #define CASE(fn) cmocka_unit_test_setup_teardown(fn, fixture_setup, fixture_teardown)
 
 int main(void)
@@ -766,6 +803,7 @@ int main(void)
         CASE(free_object_drops_its_pages),
         CASE(stats_include_unflushed_counts),
         CASE(stats_do_not_dip_during_a_flush),
+        cmocka_unit_test(freed_buffers_are_reused_by_length),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
