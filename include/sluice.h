@@ -258,7 +258,7 @@ SL_EXPORT int sl_load(sl_t *sl, const sl_load_item_t *items, size_t n, sl_progre
 typedef struct sl_order sl_order_t;
 
 typedef struct sl_order_options {
-    uint64_t budget_bytes; /* RAM the pages fetched ahead may hold; 0: half of cache.memory */
+    uint64_t budget_bytes; /* bytes the items fetched ahead may hold; 0: half of cache.memory */
     unsigned max_inflight; /* fetches in flight at most; 0: 64 (at most 256) */
 } sl_order_options_t;
 
@@ -280,11 +280,11 @@ SL_EXPORT int sl_order_reached(sl_order_t *o, size_t i);
 typedef struct sl_order_stats {
     size_t items;             /* in the order */
     size_t position;          /* items the reader has passed */
-    size_t fetched;           /* items brought into RAM ahead of the reader */
+    size_t fetched;           /* items brought ahead of the reader (into RAM, or held on disk) */
     size_t skipped;           /* items the reader reached before they were fetched */
     size_t failed;            /* items that could not be fetched (left to the reader) */
     uint64_t bytes;           /* bytes fetched ahead (from the store or the cache disk) */
-    uint64_t held_bytes;      /* bytes held in RAM for the reader now (the budget bounds those
+    uint64_t held_bytes;      /* bytes held for the reader now, in RAM or on disk (the budget bounds those
                                  of items it has not reached; an item is let go when it is read:
                                  its file closed) */
     unsigned inflight;        /* fetches in flight now */
@@ -292,6 +292,9 @@ typedef struct sl_order_stats {
     double fetch_s;           /* time an item's fetch takes (moving average), seconds */
     double rate;              /* items the reader consumes per second (moving average) */
     int done;                 /* every item fetched or skipped */
+    size_t on_disk;           /* of the fetched, items held where they were on the cache disk
+                                 (its page files kept open and read ahead by the kernel)
+                                 rather than read into RAM */
 } sl_order_stats_t;
 
 SL_EXPORT int sl_order_stats(sl_order_t *o, sl_order_stats_t *out);

@@ -53,7 +53,8 @@ class OrderStats(ctypes.Structure):
                 ("failed", ctypes.c_size_t), ("bytes", ctypes.c_uint64),
                 ("held_bytes", ctypes.c_uint64), ("inflight", ctypes.c_uint),
                 ("target_inflight", ctypes.c_uint), ("fetch_s", ctypes.c_double),
-                ("rate", ctypes.c_double), ("done", ctypes.c_int)]
+                ("rate", ctypes.c_double), ("done", ctypes.c_int),
+                ("on_disk", ctypes.c_size_t)]
 
 
 class CacheStats(ctypes.Structure):

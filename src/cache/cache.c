@@ -21,6 +21,7 @@
  * other processes see this one's figures within a second, and the hot path never waits for an
  * LMDB write.
  */
+#include <fcntl.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
@@ -546,6 +547,23 @@ bool sl__cache_on_disk(struct sl_cache *c, const struct sl_object *o, uint64_t i
     if (!c->disk) return false;
     make_key(o, index, key);
     return sl__disk_contains(c->disk, key);
+}
+
+int sl__cache_hold_on_disk(struct sl_cache *c, const struct sl_object *o, uint64_t index,
+                           struct sl_page_ref *ref)
+{
+    uint8_t key[SL_PAGE_KEY_LEN];
+    uint64_t off = index * c->page_size;
+    *ref = (struct sl_page_ref){.fd = -1};
+    if (!c->disk || off >= o->size) return -ENOENT;
+    size_t len = (size_t)SL_MIN((uint64_t)c->page_size, o->size - off);
+    make_key(o, index, key);
+    int rc = sl__disk_hold(c->disk, key, len, &ref->fd, &ref->fd_off);
+    if (rc < 0) return rc;
+    /* Advice only: a kernel that ignores it leaves the read to the reader. */
+    (void)posix_fadvise(ref->fd, (off_t)ref->fd_off, (off_t)len, POSIX_FADV_WILLNEED);
+    ref->len = len;
+    return 0;
 }
 
 int sl__cache_free_object(struct sl_cache *c, const uint8_t file_id[16], uint64_t *freed)

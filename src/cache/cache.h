@@ -98,6 +98,14 @@ void sl__cache_prefetch(struct sl_cache *c, const struct sl_object *o, struct sl
 /* True when the page is on disk already (for warming without reading it back). */
 bool sl__cache_on_disk(struct sl_cache *c, const struct sl_object *o, uint64_t index);
 
+/* Holds a page where it is on disk, for a reader to come, without reading it into RAM: *ref
+ * gets its page file's descriptor (data NULL), which keeps it from being evicted until
+ * sl__cache_release, and the kernel is asked to read its bytes ahead into its page cache,
+ * where the reader's read of the page file (SL_GET_FD) or of the page into RAM finds them.
+ * Fails (-ENOENT, -EAGAIN) when the page is not on disk or is going. */
+int sl__cache_hold_on_disk(struct sl_cache *c, const struct sl_object *o, uint64_t index,
+                           struct sl_page_ref *ref);
+
 int sl__cache_free_object(struct sl_cache *c, const uint8_t file_id[16], uint64_t *freed);
 /* Drops the disk pages of every version of o's object but o's own (they can never be served
  * again); returns how many versions it dropped. */

@@ -9,22 +9,26 @@
  * reader that reads some other way says where it is with sl_order_reached().
  *
  * Workers (threads of the order's own: a fetch blocks on the store for a request's latency)
- * take the items in order. For each, the pages of its range are claimed and brought into RAM
- * (from the store in runs, one request each, or from the cache disk: sl__cache_claim and
- * sl__cache_prefetch, as read-ahead does), held there by a reference from the moment each is
- * in RAM until the reader has read the item (closed its file; or passed it by RELEASE_LAG
- * items without opening it): a page about to be read is never evicted for one read later,
- * whatever the tiers' policies, since a held page cannot be evicted from RAM and pages on disk
- * of items in the window are held in RAM too. Held pages count against the
- * byte budget (a share of cache.memory), and so do fetches in flight, each as an item of the
- * average size so far (until the first item is sized, one fetch runs at a time); a worker
- * that would go past it waits for the reader. Pages fetched from the store are also written
- * to the cache disk, where there is room (with the epoch policy, until it is full).
+ * take the items in order. An item whose pages are all on the cache disk is held there: each
+ * page file's descriptor (a shared lock that eviction respects) is kept open and the kernel is
+ * asked to read the bytes ahead (sl__cache_hold_on_disk), so the reader's own reads of the page
+ * files find them in the kernel's page cache; read into RAM here instead, an item cost a copy
+ * and a checksum more and came slower than the reader's reads (at most MAX_DISK_HOLDS
+ * descriptors). Any other item's pages are claimed and brought into RAM (from the store in
+ * runs, one request each, or from the cache disk: sl__cache_claim and sl__cache_prefetch, as
+ * read-ahead does), held there by a reference from the moment each is in RAM. Either hold lasts
+ * until the reader has read the item (closed its file; or passed it by RELEASE_LAG items
+ * without opening it): a page about to be read is never evicted for one read later, whatever
+ * the tiers' policies. Held pages count against the byte budget (a share of cache.memory), and
+ * so do fetches in flight, each as an item of the average size so far (until the first item is
+ * sized, one fetch runs at a time); a worker that would go past it waits for the reader. Pages
+ * fetched from the store are also written to the cache disk, where there is room (with the
+ * epoch policy, until it is full).
  *
  * How many fetches are in flight follows Little's law: the time a fetch takes times the rate
  * at which the reader consumes items, plus one, between 2 and max_inflight. The reader's rate
- * and the fetch time are moving averages, so the target follows a store that slows down or a
- * reader that speeds up. Before the reader has moved, max_inflight / 4 are in flight.
+ * and the fetch time are moving averages (the rate sampled over RATE_WINDOW_S at least), so
+ * the target follows a store that slows down or a reader that speeds up. Before the reader has moved, max_inflight / 4 are in flight.
  *
  * An item's state:
  *
@@ -51,6 +55,12 @@
 #define MAX_INFLIGHT 256U
 /* Weight of a new sample in the moving averages. */
 #define EWMA 0.2
+/* The reader's rate is sampled over at least this long: readers of a mount open several items
+ * at once (a data loader's workers), and a rate taken over those opens alone is hundreds of
+ * times the one the reader keeps up, which would put every fetch in flight at the start. */
+#define RATE_WINDOW_S 0.1
+/* Pages held where they are on the cache disk, at most: each is an open descriptor. */
+#define MAX_DISK_HOLDS 512U
 
 struct order_item {
     char *path;
@@ -86,6 +96,7 @@ struct sl_order {
     uint64_t budget;
     uint64_t avg_item_bytes; /* moving average of an item's bytes; 0: no item sized yet */
     unsigned inflight, max_inflight;
+    unsigned disk_holds; /* items' pages held on the cache disk: at most MAX_DISK_HOLDS */
     double fetch_s;      /* moving average of an item's fetch time */
     double rate;         /* items the reader consumes per second, moving average */
     uint64_t rate_at_ns; /* when the position last moved */
@@ -107,7 +118,10 @@ static unsigned target_inflight(const struct sl_order *o)
 static void release_item(struct sl_order *o, size_t i)
 {
     struct order_item *it = &o->items[i];
-    for (unsigned k = 0; k < it->nheld; k++) sl__cache_release(o->sl->cache, &it->held[k]);
+    for (unsigned k = 0; k < it->nheld; k++) {
+        o->disk_holds -= it->held[k].fd >= 0;
+        sl__cache_release(o->sl->cache, &it->held[k]);
+    }
     free(it->held);
     it->held = NULL;
     it->nheld = 0;
@@ -144,7 +158,7 @@ static void reached(struct sl_order *o, size_t i)
     uint64_t now = sl__mono_ns();
     if (o->rate_at_ns) {
         double dt = (double)(now - o->rate_at_ns) / 1e9;
-        if (dt > 1e-3) {
+        if (dt >= RATE_WINDOW_S) {
             double r = (double)(i + 1 - o->rate_at_pos) / dt;
             o->rate = o->rate > 0 ? (1 - EWMA) * o->rate + EWMA * r : r;
             o->rate_at_ns = now;
@@ -162,6 +176,32 @@ static void reached(struct sl_order *o, size_t i)
     o->stats.position = o->position;
     release_passed(o);
     pthread_cond_broadcast(&o->changed);
+}
+
+/* Holds pages [first, last) of obj where they are on the cache disk (refs[]), if every one is
+ * and the descriptors allow; false and nothing held otherwise. No lock held. */
+static bool hold_on_disk(struct sl_order *o, const struct sl_object *obj, uint64_t first,
+                         uint64_t last, struct sl_page_ref *refs)
+{
+    unsigned n = (unsigned)(last - first);
+    pthread_mutex_lock(&o->lock);
+    bool room = o->disk_holds + n <= MAX_DISK_HOLDS;
+    if (room) o->disk_holds += n;
+    pthread_mutex_unlock(&o->lock);
+    if (!room) return false;
+    unsigned k = 0;
+    while (k < n && sl__cache_hold_on_disk(o->sl->cache, obj, first + k, &refs[k]) == 0) k++;
+    if (k == n) {
+        pthread_mutex_lock(&o->lock);
+        o->stats.on_disk++;
+        pthread_mutex_unlock(&o->lock);
+        return true;
+    }
+    for (unsigned j = 0; j < k; j++) sl__cache_release(o->sl->cache, &refs[j]);
+    pthread_mutex_lock(&o->lock);
+    o->disk_holds -= n;
+    pthread_mutex_unlock(&o->lock);
+    return false;
 }
 
 /* Fetches item i's pages into RAM and takes a reference on each; no lock held. Returns 0 and
@@ -200,6 +240,18 @@ static int fetch_item(struct sl_order *o, size_t i, struct sl_page_ref **out, un
     pthread_mutex_unlock(&o->lock);
     struct sl_page_ref *refs = last > first ? calloc(last - first, sizeof(*refs)) : NULL;
     if (last > first && !refs) rc = -ENOMEM;
+
+    /* An item the cache disk holds whole stays there, held, its bytes read ahead by the
+     * kernel: read into RAM here (a copy, and a checksum) and again out of RAM by the reader,
+     * it came slower than the reader's own reads of the page files. */
+    if (rc == 0 && last > first && hold_on_disk(o, &pin->obj, first, last, refs)) {
+        for (uint64_t p = first; p < last; p++) *bytes += refs[p - first].len;
+        *nout = (unsigned)(last - first);
+        *out = refs;
+        sl__pin_put(pin);
+        sl__file_unref(f);
+        return 0;
+    }
 
     /* Claimed a run at a time (one store request each), each page held from the moment it is
      * in RAM: a reader that reads it in between must not let it go before the hold. */

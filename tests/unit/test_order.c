@@ -138,6 +138,7 @@ static void fetched_in_order_within_the_budget(void **state)
         sl_cache_stats_t cs;
         assert_int_equal(sl_cache_stats(f->sl, &cs), 0);
         assert_int_equal(st.skipped, 0);
+        assert_int_equal(st.on_disk, 0); /* nothing was on the cache disk to hold there */
         assert_int_equal(cs.misses, st.fetched * FILE_PAGES);
         assert_int_equal(cs.ufs_bytes_read, st.fetched * FILE_PAGES * PAGE);
         int ahead = 0;
@@ -204,6 +205,38 @@ static void large_items_fetched_within_the_budget(void **state)
     assert_int_equal(cs.misses, N * PAGES);
     sl_order_stop(o);
     for (int i = 0; i < N; i++) free(paths[i]);
+}
+
+/* Items already on the cache disk (an epoch after the first) are held there, not read into
+ * RAM: the window is as wide, the reader's reads are hits and right, and nothing goes to the
+ * store. */
+static void items_on_disk_held_there(void **state)
+{
+    struct fx *f = *state;
+    enum { WINDOW = 6 };
+    assert_int_equal(sl_load(f->sl, f->items, NFILES, NULL, NULL, NULL), 0);
+    sl_cache_stats_t before, after;
+    assert_int_equal(sl_cache_stats(f->sl, &before), 0);
+    assert_int_equal(before.pages_cached, NFILES * FILE_PAGES);
+
+    sl_order_options_t opts = {.budget_bytes = WINDOW * FILE_PAGES * PAGE, .max_inflight = 4};
+    sl_order_t *o;
+    assert_int_equal(sl_order_start(f->sl, f->items, NFILES, &opts, &o), 0);
+    sl_order_stats_t st = settle(o);
+    assert_int_equal(st.fetched, WINDOW);
+    assert_int_equal(st.on_disk, WINDOW);
+    assert_int_equal(st.held_bytes, WINDOW * FILE_PAGES * PAGE);
+    for (int i = 0; i < NFILES; i++)
+        assert_int_equal(read_item(f, i), atoi(f->paths[i] + strlen("/d/s")));
+    st = settle(o);
+    assert_true(st.done);
+    assert_int_equal(st.fetched, NFILES);
+    assert_int_equal(st.on_disk, NFILES);
+    assert_int_equal(sl_cache_stats(f->sl, &after), 0);
+    assert_int_equal(after.misses, before.misses);
+    assert_int_equal(after.ufs_bytes_read, before.ufs_bytes_read);
+    assert_int_equal(after.hits - before.hits, NFILES * FILE_PAGES);
+    sl_order_stop(o);
 }
 
 /* Items the reader passed before they were fetched are skipped; once it is past the end, every
@@ -296,6 +329,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_setup_teardown(fetched_in_order_within_the_budget, setup, teardown),
         cmocka_unit_test_setup_teardown(large_items_fetched_within_the_budget, setup, teardown),
+        cmocka_unit_test_setup_teardown(items_on_disk_held_there, setup, teardown),
         cmocka_unit_test_setup_teardown(skipped_and_released, setup, teardown),
         cmocka_unit_test_setup_teardown(missing_and_bad_paths, setup, teardown),
         cmocka_unit_test(order_text_parsed),
