@@ -145,4 +145,4 @@ done
 
 echo "Throttle: $LATENCY_MS ms a request, $BANDWIDTH/s, $CONCURRENCY at once; $EPOCHS epochs, page cache dropped before each."
 echo
-/usr/bin/python3 "$HERE/train_table.py" "$OUT"
+/usr/bin/python3 "$HERE/train_table.py" "$OUT" "$BANDWIDTH"

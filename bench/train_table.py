@@ -1,9 +1,14 @@
 """The table of bench/train.sh: one row per workload, mode and cache fraction, from the JSON
 lines of `sluice bench train --json`.
 
-    /usr/bin/python3 bench/train_table.py bench/out/train.jsonl
+    /usr/bin/python3 bench/train_table.py bench/out/train.jsonl [BANDWIDTH]
+
+With the store's bandwidth (the throttle's --bandwidth: 150MB, 1.5GB, 200MiB), a column "link allows": the AU no reader can pass when the store's
+link is the bound, an accelerator's compute time over the time the floor's bytes take to come
+(min 100%): (1 - cache fraction) x dataset must come from the store each epoch.
 """
 import json
+import re
 import sys
 from collections import OrderedDict
 
@@ -18,14 +23,39 @@ def gib(b):
     return f"{b / (1 << 30):.2f}"
 
 
-print("| workload | mode | cache | AU epoch 1 | AU epochs 2+ | hit rate 2+ | store GiB per epoch 2+ (floor) | p99 wait 2+ |")
-print("|---|---|---|---|---|---|---|---|")
+
+
+def rate(text):
+    """Bytes a second from the throttle's notation (tests/tools/throttle.js)."""
+    m = re.fullmatch(r"([0-9.]+)\s*([A-Za-z]*)", text.strip())
+    units = {"": 1, "B": 1, "K": 1e3, "KB": 1e3, "KIB": 1024, "M": 1e6, "MB": 1e6,
+             "MIB": 1 << 20, "G": 1e9, "GB": 1e9, "GIB": 1 << 30}
+    if not m or m.group(2).upper() not in units:
+        sys.exit(f"train_table: bandwidth {text!r}: expected a number and a unit such as 150MB")
+    return float(m.group(1)) * units[m.group(2).upper()]
+
+
+bandwidth = rate(sys.argv[2]) if len(sys.argv) > 2 else 0
+
+
+def ceiling(e):
+    """The AU the link allows for epoch e (a share), or None without the bandwidth."""
+    if not bandwidth or "compute_s" not in e:
+        return None
+    need = e["floor_bytes"] / bandwidth
+    return 1.0 if need <= e["compute_s"] else e["compute_s"] / need
+
+
+print("| workload | mode | cache | AU epoch 1 | AU epochs 2+ | link allows 2+ | hit rate 2+ | store GiB per epoch 2+ (floor) | p99 wait 2+ |")
+print("|---|---|---|---|---|---|---|---|---|")
 for (w, mode, frac), eps in runs.items():
     later = [e for e in eps if e["epoch"] >= 2] or eps
     for e in eps:  # the bytes that did not come from the store (as `bench train` reports it)
         e["hit_rate"] = 1 - min(e["store_bytes"], e["bytes_read"]) / e["bytes_read"]
     mean = lambda k: sum(e[k] for e in later) / len(later)
     cache = "-" if mode == "direct" else f"{frac * 100:.0f}%"
-    print(f"| {w} | {mode} | {cache} | {eps[0]['au'] * 100:.1f}% | {mean('au') * 100:.1f}% | "
+    ceilings = [ceiling(e) for e in later]
+    allows = "-" if None in ceilings else f"{sum(ceilings) / len(ceilings) * 100:.1f}%"
+    print(f"| {w} | {mode} | {cache} | {eps[0]['au'] * 100:.1f}% | {mean('au') * 100:.1f}% | {allows} | "
           f"{mean('hit_rate') * 100:.1f}% | {gib(mean('store_bytes'))} ({gib(mean('floor_bytes'))}) | "
           f"{mean('p99_wait_s'):.3f} s |")
