@@ -312,6 +312,23 @@ SL_EXPORT int sl_order_parse(const char *text, size_t len, const char *prefix,
                              sl_load_item_t **items, size_t *n);
 SL_EXPORT void sl_order_items_free(sl_load_item_t *items, size_t n);
 
+/* ---- keeping ---- */
+
+typedef struct sl_keep sl_keep_t;
+
+/* Loads path (a file, or every file under a folder) onto the cache disk and keeps it there
+ * until sl_keep_release(): eviction, in this process or any other using the cache, passes
+ * over its pages, whatever the policy (what a pipeline's stage made for a stage still to
+ * come). Pages that find no room on the cache disk are not kept: *kept_bytes (if not NULL)
+ * gets how many bytes are, *total_bytes (if not NULL) the path's size. Each page file kept is
+ * an open descriptor; past the process's limit on them, the rest is not kept either. Fails on
+ * a path that is not there, or a store that cannot be read. */
+SL_EXPORT int sl_keep(sl_t *sl, const char *path, sl_keep_t **out, uint64_t *kept_bytes,
+                      uint64_t *total_bytes);
+
+/* Lets the kept pages go (they are evictable again as any others). Accepts NULL. */
+SL_EXPORT void sl_keep_release(sl_keep_t *k);
+
 /* Drops every cached page of path (all versions); *freed_bytes gets what was released. */
 SL_EXPORT int sl_free(sl_t *sl, const char *path, uint64_t *freed_bytes);
 

@@ -541,14 +541,16 @@ static uint64_t file_count(struct dtx *t, uint64_t file, int64_t delta)
 }
 
 /* Removes a cached page: its record, its queue entry, its bytes; at commit its hole in its
- * file, or the file with its last page. A victim of eviction that is being read by descriptor
- * is not removed: -EBUSY. */
+ * file, or the file with its last page. A victim of eviction whose file is held (read by
+ * descriptor, or kept: sl_keep) is not removed: -EBUSY. The last page of a file needs no lock
+ * for its bytes (the file goes whole, and a reader's descriptor keeps them), but a victim's
+ * file is looked at all the same: a hold must keep the page in the cache, not just its bytes. */
 static int remove_page(struct dtx *t, const uint8_t key[SL_PAGE_KEY_LEN],
                        const struct sl_page_rec *rec, bool victim)
 {
     int fd = -1;
     bool last = file_pages(t, rec->file) <= 1;
-    if (!last) {
+    if (!last || victim) {
         fd = lock_file(t, rec->file, !victim);
         if (fd == -EBUSY && victim) return -EBUSY;
         if (fd == -ENOMEM) return fd;
