@@ -61,9 +61,15 @@ int sl_lock_set(struct sl_lock *l, const char *stage, struct json_object *rec);
 struct sl_prefetch;
 int sl_prefetch_open(sl_t *sl, struct sl_prefetch **out);
 void sl_prefetch_add(struct sl_prefetch *pf, const char *path); /* copied; NULL pf: nothing */
-/* Files loaded whole so far, and their bytes. */
-void sl_prefetch_figures(struct sl_prefetch *pf, size_t *files, uint64_t *bytes);
-/* Stops after the range in hand (the rest of the queue is dropped). Accepts NULL. */
+/* Queues path to be loaded and kept on the cache disk (sl_keep) until released. */
+void sl_prefetch_keep(struct sl_prefetch *pf, const char *path);
+/* Lets a kept (or queued, or being kept) path go; false when it was none of those. */
+bool sl_prefetch_release(struct sl_prefetch *pf, const char *path);
+/* Files loaded whole so far, and their bytes; paths kept so far, and the bytes kept. */
+void sl_prefetch_figures(struct sl_prefetch *pf, size_t *files, uint64_t *bytes,
+                         size_t *files_kept, uint64_t *bytes_kept);
+/* Stops after the range in hand (the rest of the queue is dropped); lets every kept path go.
+ * Accepts NULL. */
 void sl_prefetch_close(struct sl_prefetch *pf);
 
 /* ---- sched.c --------------------------------------------------------------------------- */

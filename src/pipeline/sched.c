@@ -123,6 +123,8 @@ struct run {
     struct sl_exec *x;          /* NULL for --dry-run: nothing is started */
     struct sl_exec_host host;   /* what x calls back: this run */
     struct sl_prefetch *prefetch; /* the next stages' sluice deps; NULL: none to load */
+    char **kept;                /* sluice paths made here, kept in the cache for later readers */
+    size_t nkept;
     struct sl_resources limit, used; /* local only: Slurm schedules its own */
     uint64_t gpus_free;
     int sfd;
@@ -150,11 +152,14 @@ static const char *state_name(enum state s)
     return names[s];
 }
 
+static void release_kept(struct run *r);
+
 static void set_state(struct run *r, struct job *j, enum state s)
 {
     r->counts[j->state]--;
     r->counts[s]++;
     j->state = s;
+    if (s >= S_DONE && r->nkept) release_kept(r); /* j may have been a last reader */
 }
 
 static void fmt_secs(int64_t ns, char *buf, size_t len)
@@ -828,17 +833,29 @@ static int make_trace_dir(struct run *r, struct job *j)
     return rc;
 }
 
+/* True if path a is b, holds it, or is below it. */
+static bool overlaps(const char *a, const char *b)
+{
+    size_t an = strlen(a), bn = strlen(b), n = SL_MIN(an, bn);
+    return strncmp(a, b, n) == 0 && (an == bn || (an < bn ? b[an] == '/' : a[bn] == '/'));
+}
+
 /* True if an out of s is dep, holds it, or is below it. */
 static bool makes(const struct sl_stage *s, const char *dep)
 {
-    size_t dn = strlen(dep);
-    for (size_t o = 0; o < s->nouts; o++) {
-        const char *out = s->outs[o].path;
-        size_t on = strlen(out), n = SL_MIN(on, dn);
-        if (strncmp(out, dep, n) == 0 && (on == dn || (on < dn ? dep[on] == '/' : out[dn] == '/')))
-            return true;
-    }
+    for (size_t o = 0; o < s->nouts; o++)
+        if (overlaps(s->outs[o].path, dep)) return true;
     return false;
+}
+
+/* The out of s that dep overlaps, or the dep, whichever is below the other: what a reader of
+ * dep reads of what s made. */
+static const char *made_part(const struct sl_stage *s, const char *dep)
+{
+    for (size_t o = 0; o < s->nouts; o++)
+        if (overlaps(s->outs[o].path, dep))
+            return strlen(s->outs[o].path) > strlen(dep) ? s->outs[o].path : dep;
+    return dep;
 }
 
 /* True if a stage above k that has not finished makes dep: its bytes are not made yet (what
@@ -956,6 +973,62 @@ static void not_run_below(struct run *r, struct job *j, const char *why)
     }
 }
 
+/* True if a stage of this run that has not finished reads path (a dep of it overlaps it). */
+static bool read_later(struct run *r, const char *path)
+{
+    for (size_t i = 0; i < r->p->nstages; i++) {
+        const struct job *k = &r->jobs[i];
+        if (k->state == S_IDLE || k->state >= S_DONE) continue;
+        for (size_t d = 0; d < k->s->ndeps; d++)
+            if (overlaps(k->s->deps[d].path, path)) return true;
+    }
+    return false;
+}
+
+/* What j made in the store that a stage still waiting for other stages reads is loaded and
+ * kept on the cache disk until its last reader has finished: what runs in between must not
+ * evict it (read by a stage that starts now, it is the reader's to fetch: a load would race
+ * its reads for the same pages). */
+static void keep_outs(struct run *r, struct job *j)
+{
+    if (!r->prefetch) return;
+    for (size_t i = 0; i < r->p->nstages; i++) {
+        const struct job *k = &r->jobs[i];
+        if (k->state != S_WAITING) continue;
+        for (size_t d = 0; d < k->s->ndeps; d++) {
+            const char *dep = k->s->deps[d].path;
+            if (!is_sluice(r, dep) || !makes(j->s, dep) || made_above(r, k, dep)) continue;
+            const char *part = made_part(j->s, dep);
+            bool have = false;
+            for (size_t e = 0; e < r->nkept && !have; e++) have = strcmp(r->kept[e], part) == 0;
+            char **n = have ? NULL : realloc(r->kept, (r->nkept + 1) * sizeof(*n));
+            if (!n || !(n[r->nkept] = sl__strdup(part))) {
+                if (n) r->kept = n;
+                continue; /* kept already, or a hint lost */
+            }
+            r->kept = n;
+            r->nkept++;
+            sl_prefetch_keep(r->prefetch, part);
+            if (r->o->verbosity > 0) say(r, "  keep    %s (for %s)", part, k->s->name);
+        }
+    }
+}
+
+/* Lets go of the kept paths that no stage still to finish reads. */
+static void release_kept(struct run *r)
+{
+    for (size_t e = 0; e < r->nkept;) {
+        if (read_later(r, r->kept[e])) {
+            e++;
+            continue;
+        }
+        sl_prefetch_release(r->prefetch, r->kept[e]);
+        if (r->o->verbosity > 0) say(r, "  release %s", r->kept[e]);
+        free(r->kept[e]);
+        r->kept[e] = r->kept[--r->nkept];
+    }
+}
+
 /* A stage finished (done, cached, would run): the stages below it may be ready. */
 static void finished(struct run *r, struct job *j, bool ran)
 {
@@ -965,17 +1038,9 @@ static void finished(struct run *r, struct job *j, bool ran)
         k->upstream_ran |= ran;
         if (--k->ups_left == 0) {
             set_state(r, k, S_READY);
-        } else if (ran && k->prefetched && r->prefetch) {
-            /* k still waits for other stages: what j made for it is loaded meanwhile (its
-             * prefetch passed over it while j ran). Not when k starts now: its own reads
-             * would race the loads for the same pages. */
-            for (size_t e = 0; e < k->s->ndeps; e++) {
-                const char *dep = k->s->deps[e].path;
-                if (is_sluice(r, dep) && makes(j->s, dep) && !made_above(r, k, dep))
-                    prefetch_dep(r, k, dep);
-            }
         }
     }
+    keep_outs(r, j);
 }
 
 static void fail(struct run *r, struct job *j, const char *what)
@@ -1362,6 +1427,18 @@ static void write_report(struct run *r, int exit_code)
         add_int(c, "bytes_cached", (int64_t)cs.bytes_cached);
         json_object_object_add(rep, "cache", c);
     }
+    if (r->prefetch) {
+        /* What the run loaded ahead of the stages, and kept for later readers. */
+        size_t files, kept;
+        uint64_t bytes, kept_bytes;
+        sl_prefetch_figures(r->prefetch, &files, &bytes, &kept, &kept_bytes);
+        struct json_object *pf = obj();
+        add_int(pf, "files", (int64_t)files);
+        add_int(pf, "bytes", (int64_t)bytes);
+        add_int(pf, "kept", (int64_t)kept);
+        add_int(pf, "kept_bytes", (int64_t)kept_bytes);
+        json_object_object_add(rep, "prefetch", pf);
+    }
     char *path = sl__asprintf("%s/report.json", r->run_dir);
     char *tmp = sl__asprintf("%s/report.json.tmp", r->run_dir);
     if (path && tmp &&
@@ -1552,6 +1629,8 @@ int sl_run(struct sl_pipeline *p, const struct sl_run_opts *o, int *exit_code)
     rc = 0;
 out:
     sl_prefetch_close(r.prefetch);
+    for (size_t i = 0; i < r.nkept; i++) free(r.kept[i]);
+    free(r.kept);
     if (r.x) r.x->ops->close(r.x);
     if (r.sfd >= 0) close(r.sfd);
     if (masked) sigprocmask(SIG_SETMASK, &old, NULL);

@@ -292,9 +292,54 @@ stages:
     outs: [used.json]
 """)
         r = self.sluice("-v", "run", "-f", os.path.join(self.p, "pipeline.yaml"), config=cfg)
-        self.assertIn(b"prefetch /data/made.bin (for use)", r.stderr)
+        self.assertIn(b"keep    /data/made.bin (for use)", r.stderr)
         used = json.loads(read_file(os.path.join(self.p, "used.json")))
         self.assertEqual(used["cached_bytes"], 8 << 20, "loaded while slow ran")
+
+    def test_an_out_for_a_later_stage_is_kept_until_its_last_reader(self):
+        # make writes made.bin to the store; churn then reads 32 MiB of other data through a
+        # 16 MiB LRU cache, which evicts everything older; use, after churn, finds made.bin
+        # all cached: the run kept it for use. Once use has finished it is let go, and the
+        # same reads evict it.
+        for i in range(4):
+            self.make_file(f"other/{i}.bin", 8 << 20)
+        with open(os.path.join(self.tmp, "big.bin"), "wb") as f:
+            f.write(os.urandom(8 << 20))
+        cfg = os.path.join(self.tmp, "small.yaml")
+        with open(cfg, "w") as f:
+            f.write(f"cache:\n  dir: {self.cache}\n  size: 16MiB\nmounts:\n"
+                    f"  /data:\n    uri: file://{self.data}\n    metadata_ttl: 0\n    policy: lru\n")
+        sl = SLUICE
+        churn = "; ".join(f"{sl} cat /data/other/{i}.bin > /dev/null" for i in range(4))
+        self.pipeline(f"""\
+stages:
+  make:
+    cmd: {sl} cp {self.tmp}/big.bin /data/made.bin
+    outs: [/data/made.bin]
+  churn:
+    cmd: sleep 1; {churn}; touch churn.txt
+    after: [make]
+    outs: [churn.txt]
+  use:
+    cmd: {sl} stat --json /data/made.bin > used.json
+    deps: [/data/made.bin, churn.txt]
+    outs: [used.json]
+""")
+        r = self.sluice("-v", "run", "-f", os.path.join(self.p, "pipeline.yaml"), config=cfg)
+        err = r.stderr.decode()
+        self.assertIn("keep    /data/made.bin (for use)", err)
+        self.assertIn("release /data/made.bin", err)
+        self.assertLess(err.index("keep    /data/made.bin"), err.index("start   use"))
+        self.assertGreater(err.index("release /data/made.bin"), err.index("start   use"))
+        used = json.loads(read_file(os.path.join(self.p, "used.json")))
+        self.assertEqual(used["cached_bytes"], 8 << 20, "kept while churn read past it")
+        kept = json.loads(read_file(os.path.join(self.p, ".sluice", "runs", "last", "report.json")))["prefetch"]
+        self.assertEqual((kept["kept"], kept["kept_bytes"]), (1, 8 << 20))
+
+        # Let go: the same reads now evict it, as they would have without the run's keep.
+        self.sluice("cat", *(f"/data/other/{i}.bin" for i in range(4)), config=cfg)
+        after = json.loads(self.sluice("stat", "--json", "/data/made.bin", config=cfg).stdout)
+        self.assertLess(after["cached_bytes"], 8 << 20)
 
 
 class Scheduling(RunCase):
