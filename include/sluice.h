@@ -321,10 +321,12 @@ typedef struct sl_keep sl_keep_t;
  * over its pages, whatever the policy (what a pipeline's stage made for a stage still to
  * come). Pages that find no room on the cache disk are not kept: *kept_bytes (if not NULL)
  * gets how many bytes are, *total_bytes (if not NULL) the path's size. Each page file kept is
- * an open descriptor; past the process's limit on them, the rest is not kept either. Fails on
- * a path that is not there, or a store that cannot be read. */
-SL_EXPORT int sl_keep(sl_t *sl, const char *path, sl_keep_t **out, uint64_t *kept_bytes,
-                      uint64_t *total_bytes);
+ * an open descriptor: the keeps of a process use half its limit on them at most, and what
+ * comes past that is not kept either. cancel (may be NULL) is asked between chunks of 64 MiB
+ * and files; when it returns true, sl_keep lets go of what it kept and fails with
+ * -ECANCELED. Fails on a path that is not there, or a store that cannot be read. */
+SL_EXPORT int sl_keep(sl_t *sl, const char *path, bool (*cancel)(void *arg), void *arg,
+                      sl_keep_t **out, uint64_t *kept_bytes, uint64_t *total_bytes);
 
 /* Lets the kept pages go (they are evictable again as any others). Accepts NULL. */
 SL_EXPORT void sl_keep_release(sl_keep_t *k);

@@ -540,20 +540,38 @@ static uint64_t file_count(struct dtx *t, uint64_t file, int64_t delta)
     return n;
 }
 
+/* True when page file `file` is held (a shared lock on it): probed, not locked until the
+ * commit, so that a transaction evicting many small files keeps no descriptor for each. A
+ * file that cannot be looked at (no descriptor left) counts as held. */
+static bool file_held(struct sl_disk *d, uint64_t file)
+{
+    char *path = sl__disk_file_path(d, file);
+    if (!path) return true;
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    free(path);
+    if (fd < 0) return errno != ENOENT;
+    bool held = flock(fd, LOCK_EX | LOCK_NB) < 0 && errno != EINTR;
+    close(fd);
+    return held;
+}
+
 /* Removes a cached page: its record, its queue entry, its bytes; at commit its hole in its
  * file, or the file with its last page. A victim of eviction whose file is held (read by
  * descriptor, or kept: sl_keep) is not removed: -EBUSY. The last page of a file needs no lock
  * for its bytes (the file goes whole, and a reader's descriptor keeps them), but a victim's
- * file is looked at all the same: a hold must keep the page in the cache, not just its bytes. */
+ * file is probed all the same: a hold must keep the page in the cache, not just its bytes. */
 static int remove_page(struct dtx *t, const uint8_t key[SL_PAGE_KEY_LEN],
                        const struct sl_page_rec *rec, bool victim)
 {
     int fd = -1;
     bool last = file_pages(t, rec->file) <= 1;
-    if (!last || victim) {
+    if (!last) {
         fd = lock_file(t, rec->file, !victim);
-        if (fd == -EBUSY && victim) return -EBUSY;
+        /* A victim whose file cannot be locked (held, or no descriptor left) stays. */
+        if (victim && fd < 0 && fd != -ENOENT) return -EBUSY;
         if (fd == -ENOMEM) return fd;
+    } else if (victim && file_held(t->d, rec->file)) {
+        return -EBUSY;
     }
     MDB_val k = {SL_PAGE_KEY_LEN, (void *)key};
     int rc = sl__mdb_err(mdb_del(t->txn, t->d->db->dbi[SL_DB_PAGES], &k, NULL));

@@ -533,8 +533,7 @@ static int run_epoch(struct bench *b, const struct opts *o, unsigned epoch, sl_t
     json_object_object_add(j, "floor_bytes", cli_json_u64(floor_bytes));
     json_object_object_add(j, "p99_wait_s", json_object_new_double(p99));
     json_object_object_add(j, "wall_s", json_object_new_double(wall));
-    /* An accelerator's compute time that AU counts (its first step left out): with the
-     * store's bandwidth, the AU the link allows, this over the time the floor's bytes take. */
+    /* An accelerator's compute time that AU counts (its first step left out). */
     json_object_object_add(j, "compute_s", json_object_new_double(na ? compute / na : 0));
     json_object_object_add(j, "samples", cli_json_u64(b->n));
     json_object_object_add(j, "bytes_read", cli_json_u64(rd));

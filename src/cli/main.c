@@ -8,6 +8,7 @@
 #include <getopt.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 
 #include "cli/cli.h"
 
@@ -60,6 +61,14 @@ int main(int argc, char **argv)
     };
     struct cli cli = {0};
     int c;
+
+    /* Page files are held open (reads by descriptor, an order's window, a run's kept outs):
+     * the soft limit on descriptors goes up to the hard one, as servers do. */
+    struct rlimit rl;
+    if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur < rl.rlim_max) {
+        rl.rlim_cur = rl.rlim_max;
+        (void)setrlimit(RLIMIT_NOFILE, &rl); /* only a higher ceiling lost */
+    }
 
     /* JSON numbers as people read them: 0.0034, not 0.0034168639999999999. */
     json_c_set_serialization_double_format("%.6g", JSON_C_OPTION_GLOBAL);

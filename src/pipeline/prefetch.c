@@ -13,7 +13,7 @@
  * to come reads is loaded and kept on the cache disk (sl_keep) until the run lets it go
  * (sl_prefetch_release, when its last reader has finished) or closes. A release that comes
  * while the keep is still queued drops it; one that comes while it is being kept lets it go as
- * soon as it is.
+ * soon as it is (sl_keep stops at its next chunk).
  *
  * Locking: pf->lock guards the queue, the kept list, the counts and stop; the thread holds it
  * only to take a path off the queue and to put what it kept on the list.
@@ -94,6 +94,16 @@ static int walk_cb(void *arg, const char *dir, int err, const sl_dirent_t *ents,
     return 0;
 }
 
+/* A keep stops when the run stops, or when what it keeps was released meanwhile. */
+static bool keep_cancelled(void *arg)
+{
+    struct sl_prefetch *pf = arg;
+    pthread_mutex_lock(&pf->lock);
+    bool stop = pf->stop || pf->released;
+    pthread_mutex_unlock(&pf->lock);
+    return stop;
+}
+
 /* Keeps q's path and puts it on the kept list, unless it was released meanwhile. No lock held;
  * takes q's path. */
 static void keep_path(struct sl_prefetch *pf, struct queued *q)
@@ -105,7 +115,8 @@ static void keep_path(struct sl_prefetch *pf, struct queued *q)
     sl_keep_t *k = NULL;
     uint64_t kept = 0, total = 0;
     struct kept *e = malloc(sizeof(*e));
-    if (sl_keep(pf->sl, q->path, &k, &kept, &total) < 0) k = NULL; /* its reader will see */
+    if (sl_keep(pf->sl, q->path, keep_cancelled, pf, &k, &kept, &total) < 0)
+        k = NULL; /* its reader will see */
     pthread_mutex_lock(&pf->lock);
     pf->keeping = NULL;
     if (k && e && !pf->released) {
@@ -219,6 +230,7 @@ bool sl_prefetch_release(struct sl_prefetch *pf, const char *path)
         free(gone->path);
         free(gone);
         found = true;
+        break;
     }
     pthread_mutex_unlock(&pf->lock);
     sl_keep_release(k);

@@ -848,14 +848,18 @@ static bool makes(const struct sl_stage *s, const char *dep)
     return false;
 }
 
-/* The out of s that dep overlaps, or the dep, whichever is below the other: what a reader of
- * dep reads of what s made. */
-static const char *made_part(const struct sl_stage *s, const char *dep)
+/* Keeps path for stage k (once a run). */
+static void keep_path(struct run *r, const struct job *k, const char *path)
 {
-    for (size_t o = 0; o < s->nouts; o++)
-        if (overlaps(s->outs[o].path, dep))
-            return strlen(s->outs[o].path) > strlen(dep) ? s->outs[o].path : dep;
-    return dep;
+    for (size_t e = 0; e < r->nkept; e++)
+        if (strcmp(r->kept[e], path) == 0) return;
+    char **n = realloc(r->kept, (r->nkept + 1) * sizeof(*n));
+    if (!n) return; /* a hint lost */
+    r->kept = n;
+    if (!(n[r->nkept] = sl__strdup(path))) return;
+    r->nkept++;
+    sl_prefetch_keep(r->prefetch, path);
+    if (r->o->verbosity > 0) say(r, "  keep    %s (for %s)", path, k->s->name);
 }
 
 /* True if a stage above k that has not finished makes dep: its bytes are not made yet (what
@@ -997,19 +1001,13 @@ static void keep_outs(struct run *r, struct job *j)
         if (k->state != S_WAITING) continue;
         for (size_t d = 0; d < k->s->ndeps; d++) {
             const char *dep = k->s->deps[d].path;
-            if (!is_sluice(r, dep) || !makes(j->s, dep) || made_above(r, k, dep)) continue;
-            const char *part = made_part(j->s, dep);
-            bool have = false;
-            for (size_t e = 0; e < r->nkept && !have; e++) have = strcmp(r->kept[e], part) == 0;
-            char **n = have ? NULL : realloc(r->kept, (r->nkept + 1) * sizeof(*n));
-            if (!n || !(n[r->nkept] = sl__strdup(part))) {
-                if (n) r->kept = n;
-                continue; /* kept already, or a hint lost */
+            if (!is_sluice(r, dep) || made_above(r, k, dep)) continue;
+            /* Each out of j that dep overlaps: the out, or dep, whichever is below the other
+             * (a dep on a folder j made two outs in reads both). */
+            for (size_t o = 0; o < j->s->nouts; o++) {
+                const char *out = j->s->outs[o].path;
+                if (overlaps(out, dep)) keep_path(r, k, strlen(out) > strlen(dep) ? out : dep);
             }
-            r->kept = n;
-            r->nkept++;
-            sl_prefetch_keep(r->prefetch, part);
-            if (r->o->verbosity > 0) say(r, "  keep    %s (for %s)", part, k->s->name);
         }
     }
 }

@@ -111,7 +111,7 @@ static void kept_until_released(void **state)
     struct fx *f = *state;
     sl_keep_t *k;
     uint64_t kept, total;
-    assert_int_equal(sl_keep(f->sl, "/d/kept", &k, &kept, &total), 0);
+    assert_int_equal(sl_keep(f->sl, "/d/kept", NULL, NULL, &k, &kept, &total), 0);
     assert_int_equal(total, 12 * PAGE);
     assert_int_equal(kept, 12 * PAGE);
     churn(f);
@@ -131,7 +131,7 @@ static void no_room_not_kept(void **state)
     struct fx *f = *state;
     sl_keep_t *k;
     uint64_t kept, total;
-    assert_int_equal(sl_keep(f->sl, "/d/other", &k, &kept, &total), 0);
+    assert_int_equal(sl_keep(f->sl, "/d/other", NULL, NULL, &k, &kept, &total), 0);
     assert_int_equal(total, 64 * PAGE);
     assert_true(kept >= 16 * PAGE);
     assert_true(kept <= CACHE_PAGES * PAGE);
@@ -148,9 +148,30 @@ static void missing_path(void **state)
 {
     struct fx *f = *state;
     sl_keep_t *k = (sl_keep_t *)1;
-    assert_int_equal(sl_keep(f->sl, "/d/nope.bin", &k, NULL, NULL), -ENOENT);
+    assert_int_equal(sl_keep(f->sl, "/d/nope.bin", NULL, NULL, &k, NULL, NULL), -ENOENT);
     assert_null(k);
     assert_non_null(strstr(sl_errmsg(-ENOENT), "nope.bin"));
+}
+
+static bool cancel_second(void *arg)
+{
+    int *calls = arg;
+    return ++*calls > 1;
+}
+
+/* Cancelled between files: nothing stays kept, and the error says so. */
+static void cancelled(void **state)
+{
+    struct fx *f = *state;
+    sl_keep_t *k = (sl_keep_t *)1;
+    int calls = 0;
+    assert_int_equal(sl_keep(f->sl, "/d/kept", cancel_second, &calls, &k, NULL, NULL),
+                     -ECANCELED);
+    assert_null(k);
+    assert_int_equal(calls, 2);
+    assert_non_null(strstr(sl_errmsg(-ECANCELED), "cancelled"));
+    churn(f);
+    assert_true(cached(f, "/d/kept/a.bin") + cached(f, "/d/kept/sub/b.bin") < 12 * PAGE);
 }
 
 int main(void)
@@ -159,6 +180,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(kept_until_released, setup, teardown),
         cmocka_unit_test_setup_teardown(no_room_not_kept, setup, teardown),
         cmocka_unit_test_setup_teardown(missing_path, setup, teardown),
+        cmocka_unit_test_setup_teardown(cancelled, setup, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
