@@ -295,6 +295,8 @@ typedef struct sl_order_stats {
     size_t on_disk;           /* of the fetched, items held where they were on the cache disk
                                  (its page files kept open and read ahead by the kernel)
                                  rather than read into RAM */
+    size_t waits;             /* items the reader reached before their fetch had ended */
+    unsigned floor_inflight;  /* the floor those waits put under the in-flight target */
 } sl_order_stats_t;
 
 SL_EXPORT int sl_order_stats(sl_order_t *o, sl_order_stats_t *out);

@@ -54,7 +54,8 @@ class OrderStats(ctypes.Structure):
                 ("held_bytes", ctypes.c_uint64), ("inflight", ctypes.c_uint),
                 ("target_inflight", ctypes.c_uint), ("fetch_s", ctypes.c_double),
                 ("rate", ctypes.c_double), ("done", ctypes.c_int),
-                ("on_disk", ctypes.c_size_t)]
+                ("on_disk", ctypes.c_size_t), ("waits", ctypes.c_size_t),
+                ("floor_inflight", ctypes.c_uint)]
 
 
 class CacheStats(ctypes.Structure):

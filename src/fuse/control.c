@@ -105,10 +105,10 @@ static char *status_text(struct control *c)
                  "{\"active\":true,\"items\":%zu,\"position\":%zu,\"fetched\":%zu,"
                  "\"skipped\":%zu,\"failed\":%zu,\"bytes\":%llu,\"held_bytes\":%llu,"
                  "\"inflight\":%u,\"target_inflight\":%u,\"fetch_s\":%.6f,\"rate\":%.3f,"
-                 "\"on_disk\":%zu,\"done\":%s}\n",
+                 "\"on_disk\":%zu,\"waits\":%zu,\"floor_inflight\":%u,\"done\":%s}\n",
                  st.items, st.position, st.fetched, st.skipped, st.failed,
                  (unsigned long long)st.bytes, (unsigned long long)st.held_bytes, st.inflight,
-                 st.target_inflight, st.fetch_s, st.rate, st.on_disk,
+                 st.target_inflight, st.fetch_s, st.rate, st.on_disk, st.waits, st.floor_inflight,
                  st.done ? "true" : "false") < 0)
         return NULL;
     return s;

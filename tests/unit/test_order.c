@@ -139,6 +139,8 @@ static void fetched_in_order_within_the_budget(void **state)
         assert_int_equal(sl_cache_stats(f->sl, &cs), 0);
         assert_int_equal(st.skipped, 0);
         assert_int_equal(st.on_disk, 0); /* nothing was on the cache disk to hold there */
+        assert_int_equal(st.waits, 0);   /* every item was in RAM before its reader came */
+        assert_int_equal(st.floor_inflight, 0);
         assert_int_equal(cs.misses, st.fetched * FILE_PAGES);
         assert_int_equal(cs.ufs_bytes_read, st.fetched * FILE_PAGES * PAGE);
         int ahead = 0;
@@ -251,6 +253,10 @@ static void skipped_and_released(void **state)
     read_item(f, 40); /* a jump: items 4 to 39 were never fetched */
     sl_order_stats_t st = settle(o);
     assert_int_equal(st.position, 41);
+    /* The reader got to an item before it was fetched: a floor under the in-flight target. */
+    assert_int_equal(st.waits, 1);
+    assert_int_equal(st.floor_inflight, opts.max_inflight); /* doubled, up to the cap */
+    assert_true(st.target_inflight >= st.floor_inflight);
     assert_false(cached(f, f->paths[20]));
     assert_true(st.skipped >= 30);
     for (int i = 41; i < NFILES; i++) read_item(f, i);
