@@ -3,9 +3,9 @@ lines of `sluice bench train --json`.
 
     /usr/bin/python3 bench/train_table.py bench/out/train.jsonl [BANDWIDTH]
 
-With the store's bandwidth (the throttle's --bandwidth: 150MB, 1.5GB, 200MiB), a column "link allows": the AU no reader can pass when the store's
-link is the bound, an accelerator's compute time over the time the floor's bytes take to come
-(min 100%): (1 - cache fraction) x dataset must come from the store each epoch.
+With the store's bandwidth (the throttle's --bandwidth: 150MB, 1.5GB, 200MiB), a column "link
+busy": the store's bytes over what the link could carry in the epoch's wall time (100%: the
+link, not the tool, was the bound).
 """
 import json
 import re
@@ -38,15 +38,18 @@ def rate(text):
 bandwidth = rate(sys.argv[2]) if len(sys.argv) > 2 else 0
 
 
-def ceiling(e):
-    """The AU the link allows for epoch e (a share), or None without the bandwidth."""
-    if not bandwidth or "compute_s" not in e:
+def busy(e):
+    """The share of the link's capacity over epoch e's wall time that the store sent."""
+    if not bandwidth:
         return None
-    need = e["floor_bytes"] / bandwidth
-    return 1.0 if need <= e["compute_s"] else e["compute_s"] / need
+    return e["store_bytes"] / (e["wall_s"] * bandwidth)
 
 
-print("| workload | mode | cache | AU epoch 1 | AU epochs 2+ | link allows 2+ | hit rate 2+ | store GiB per epoch 2+ (floor) | p99 wait 2+ |")
+def share(values):
+    return "-" if None in values else f"{sum(values) / len(values) * 100:.1f}%"
+
+
+print("| workload | mode | cache | AU epoch 1 | AU epochs 2+ | link busy 2+ | hit rate 2+ | store GiB per epoch 2+ (floor) | p99 wait 2+ |")
 print("|---|---|---|---|---|---|---|---|---|")
 for (w, mode, frac), eps in runs.items():
     later = [e for e in eps if e["epoch"] >= 2] or eps
@@ -54,8 +57,7 @@ for (w, mode, frac), eps in runs.items():
         e["hit_rate"] = 1 - min(e["store_bytes"], e["bytes_read"]) / e["bytes_read"]
     mean = lambda k: sum(e[k] for e in later) / len(later)
     cache = "-" if mode == "direct" else f"{frac * 100:.0f}%"
-    ceilings = [ceiling(e) for e in later]
-    allows = "-" if None in ceilings else f"{sum(ceilings) / len(ceilings) * 100:.1f}%"
-    print(f"| {w} | {mode} | {cache} | {eps[0]['au'] * 100:.1f}% | {mean('au') * 100:.1f}% | {allows} | "
+    print(f"| {w} | {mode} | {cache} | {eps[0]['au'] * 100:.1f}% | {mean('au') * 100:.1f}% | "
+          f"{share([busy(e) for e in later])} | "
           f"{mean('hit_rate') * 100:.1f}% | {gib(mean('store_bytes'))} ({gib(mean('floor_bytes'))}) | "
           f"{mean('p99_wait_s'):.3f} s |")
