@@ -996,12 +996,13 @@ static bool read_later(struct run *r, const char *path)
 static void keep_outs(struct run *r, struct job *j)
 {
     if (!r->prefetch) return;
-    for (size_t i = 0; i < r->p->nstages; i++) {
-        const struct job *k = &r->jobs[i];
+    /* A stage that reads what j made is below j (an out -> dep edge of the DAG). */
+    for (size_t i = 0; i < j->s->ndown; i++) {
+        const struct job *k = &r->jobs[j->s->down[i]];
         if (k->state != S_WAITING) continue;
         for (size_t d = 0; d < k->s->ndeps; d++) {
             const char *dep = k->s->deps[d].path;
-            if (!is_sluice(r, dep) || made_above(r, k, dep)) continue;
+            if (!makes(j->s, dep) || !is_sluice(r, dep) || made_above(r, k, dep)) continue;
             /* Each out of j that dep overlaps: the out, or dep, whichever is below the other
              * (a dep on a folder j made two outs in reads both). */
             for (size_t o = 0; o < j->s->nouts; o++) {
