@@ -273,18 +273,13 @@ static int fetch_item(struct sl_order *o, size_t i, struct sl_page_ref **out, un
     /* An item the cache disk holds whole stays there, held, its bytes read ahead by the
      * kernel: read into RAM here (a copy, and a checksum) and again out of RAM by the reader,
      * it came slower than the reader's own reads of the page files. */
-    if (rc == 0 && last > first && hold_on_disk(o, &pin->obj, first, last, refs)) {
-        for (uint64_t p = first; p < last; p++) *bytes += refs[p - first].len;
-        *nout = (unsigned)(last - first);
-        *out = refs;
-        sl__pin_put(pin);
-        sl__file_unref(f);
-        return 0;
-    }
+    bool on_disk = rc == 0 && last > first && hold_on_disk(o, &pin->obj, first, last, refs);
+    for (uint64_t p = first; on_disk && p < last; p++) *bytes += refs[p - first].len;
+    if (on_disk) *nout = (unsigned)(last - first);
 
     /* Claimed a run at a time (one store request each), each page held from the moment it is
      * in RAM: a reader that reads it in between must not let it go before the hold. */
-    for (uint64_t p = first; rc == 0 && p < last; p += SL_PREFETCH_MAX_PAGES) {
+    for (uint64_t p = first; rc == 0 && !on_disk && p < last; p += SL_PREFETCH_MAX_PAGES) {
         struct sl_prefetch pf;
         struct sl_page_ref holds[SL_PREFETCH_MAX_PAGES];
         unsigned count = (unsigned)SL_MIN((uint64_t)SL_PREFETCH_MAX_PAGES, last - p);
