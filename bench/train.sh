@@ -6,7 +6,9 @@
 #   direct       sluice's S3 client reading the store with no cache: no disk tier, 64 MiB of
 #                RAM (what a loader that reads the store itself gets)
 #   mount        `sluice mount`, policy epoch, cache.size = fraction x dataset
-#   mount+order  the same, each epoch's order written to MOUNT/.sluice/order first
+#   mount+order  the same, each epoch's order written to MOUNT/.sluice/order first; with
+#                ORDER_AHEAD=1 an epoch ahead: the next epoch's order is appended (>>) when an
+#                epoch starts, and the window runs on into it (default 0: each at its start)
 #   mount-lru    the mount with policy lru (at 50% only: the contrast to epoch)
 #   rclone       `rclone mount --vfs-cache-mode full --vfs-cache-max-size fraction x dataset`
 #                (in bytes, "B": rclone reads a bare number as KiB)
@@ -28,6 +30,7 @@ TOOLS="$HERE/../tests/tools"
 LATENCY_MS=${LATENCY_MS:-20}
 BANDWIDTH=${BANDWIDTH:-150MB}
 CONCURRENCY=${CONCURRENCY:-64}
+ORDER_AHEAD=${ORDER_AHEAD:-0}
 EPOCHS=${EPOCHS:-3}
 WORKLOADS=${WORKLOADS:-unet3d-mini resnet-mini cosmoflow-mini}
 FRACTIONS=${FRACTIONS:-0.25 0.5 1}
@@ -105,7 +108,8 @@ run() {
             config "$mode" "$size" "$pol" 512MiB
             "$SLUICE" -c "$WORK/$mode.yaml" mount "$m"
             args=(-c "$WORK/$mode.yaml"); data=$m/s3/$w
-            [ "$mode" = mount+order ] && extra+=(--order-file "$m/.sluice/order") ;;
+            [ "$mode" = mount+order ] &&
+                extra+=(--order-file "$m/.sluice/order" --order-ahead "$ORDER_AHEAD") ;;
         rclone)
             rm -rf "$WORK/cache-rclone"
             # Its size limit is enforced when it polls the cache (every minute by default):

@@ -274,12 +274,21 @@ typedef struct sl_order_options {
 SL_EXPORT int sl_order_start(sl_t *sl, const sl_load_item_t *items, size_t n,
                              const sl_order_options_t *opts, sl_order_t **out);
 
-/* For a reader that does not open the items through sl: it has reached item i. */
+/* Appends items to a running order: a job hands over its next epoch's order while the current
+ * epoch runs, and the window goes on into it, so that the store's link works through the
+ * current epoch's end and the pause between epochs. The same file may be given again (each
+ * epoch reads every sample): an open of it takes its first occurrence not yet opened. What the
+ * reader has passed is forgotten as the order grows. Paths are resolved as in
+ * sl_order_start(); on an error nothing is appended. items are copied. */
+SL_EXPORT int sl_order_append(sl_order_t *o, const sl_load_item_t *items, size_t n);
+
+/* For a reader that does not open the items through sl: it has reached item i (counted from
+ * the order's first item, across appends). */
 SL_EXPORT int sl_order_reached(sl_order_t *o, size_t i);
 
 typedef struct sl_order_stats {
-    size_t items;             /* in the order */
-    size_t position;          /* items the reader has passed */
+    size_t items;             /* given, appended ones included */
+    size_t position;          /* items the reader has passed (of those given) */
     size_t fetched;           /* items brought ahead of the reader (into RAM, or held on disk) */
     size_t skipped;           /* items the reader reached before they were fetched */
     size_t failed;            /* items that could not be fetched (left to the reader) */

@@ -237,8 +237,16 @@ class Order:
         del keep  # sl_order_start copied the paths
         sl._open.add(self)
 
+    def append(self, order):
+        """Puts more items on the end (the next epoch's order, handed over while this one is
+        read): the window runs on into them."""
+        items, keep = _items(order)
+        _check(lib.sl_order_append(self._h, items, len(order)))
+        del keep  # sl_order_append copied the paths
+
     def reached(self, i):
-        """For a reader that does not open the files through this Sluice: it is at item i."""
+        """For a reader that does not open the files through this Sluice: it is at item i
+        (counted from the first item given, across appends)."""
         _check(lib.sl_order_reached(self._h, i))
 
     def stats(self):

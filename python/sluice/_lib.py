@@ -89,6 +89,7 @@ _sig("sl_load", ctypes.c_int, P, ctypes.POINTER(LoadItem), ctypes.c_size_t, P, P
      ctypes.POINTER(ctypes.c_size_t))
 _sig("sl_order_start", ctypes.c_int, P, ctypes.POINTER(LoadItem), ctypes.c_size_t,
      ctypes.POINTER(OrderOptions), ctypes.POINTER(P))
+_sig("sl_order_append", ctypes.c_int, P, ctypes.POINTER(LoadItem), ctypes.c_size_t)
 _sig("sl_order_reached", ctypes.c_int, P, ctypes.c_size_t)
 _sig("sl_order_stats", ctypes.c_int, P, ctypes.POINTER(OrderStats))
 _sig("sl_order_stop", None, P)

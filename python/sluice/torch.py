@@ -52,9 +52,14 @@ class SluiceDataset(Dataset):
 class EpochSampler(Sampler):
     """A new shuffle every epoch (seeded: seed + epoch), handed to sluice before the epoch's
     first sample is read. set_epoch(e) picks the epoch, as DistributedSampler's does; without
-    it each iteration is the next epoch."""
+    it each iteration is the next epoch.
 
-    def __init__(self, dataset, seed=0, paths=None, order_file=None, budget_bytes=0):
+    ahead (default True): when an epoch starts, the next epoch's order is handed over too,
+    appended to the running one, so that sluice goes on fetching into the next epoch while the
+    last samples of this one (often all cached) are read and between epochs. After the last
+    epoch that is a budget's worth fetched for nothing."""
+
+    def __init__(self, dataset, seed=0, paths=None, order_file=None, budget_bytes=0, ahead=True):
         self.n = len(dataset)
         self.seed = seed
         self.epoch = 0
@@ -64,7 +69,9 @@ class EpochSampler(Sampler):
             raise ValueError("EpochSampler needs the path of every sample (paths=...)")
         self.order_file = order_file
         self.budget_bytes = budget_bytes
+        self.ahead = ahead
         self.order = None  # the running sluice.Order (in-process hand-over)
+        self._handed = None  # the epoch whose order was handed over ahead
         if order_file is None and not isinstance(dataset, SluiceDataset):
             raise ValueError("EpochSampler hands the order to a SluiceDataset's Sluice, or to "
                              "a mount's .sluice/order file (order_file=...)")
@@ -75,20 +82,30 @@ class EpochSampler(Sampler):
     def __len__(self):
         return self.n
 
-    def __iter__(self):
+    def _perm(self, epoch):
         g = torch.Generator()
-        g.manual_seed(self.seed + self.epoch)
-        perm = torch.randperm(self.n, generator=g).tolist()
+        g.manual_seed(self.seed + epoch)
+        return torch.randperm(self.n, generator=g).tolist()
+
+    def __iter__(self):
+        epoch = self.epoch
+        perm = self._perm(epoch)
         self.epoch += 1
-        self._hand_over([self.paths[i] for i in perm])
+        if self._handed != epoch:  # not handed over ahead (the first, or after set_epoch)
+            self._hand_over([self.paths[i] for i in perm], append=False)
+        self._handed = None
+        if self.ahead:
+            self._hand_over([self.paths[i] for i in self._perm(epoch + 1)], append=True)
+            self._handed = epoch + 1
         return iter(perm)
 
-    def _hand_over(self, order):
-        if self.order is not None:
-            self.order.stop()
-            self.order = None
+    def _hand_over(self, order, append):
         if self.order_file:
-            with open(self.order_file, "w") as f:
+            with open(self.order_file, "a" if append else "w") as f:
                 f.write("".join(f"{p}\n" for p in order))
+        elif append:
+            self.order.append(order)
         else:
+            if self.order is not None:
+                self.order.stop()
             self.order = self.dataset.sluice().prefetch(order, budget_bytes=self.budget_bytes)

@@ -63,6 +63,10 @@ static const char help[] =
     "  --seed N             epoch e shuffles with seed + e (default 1)\n"
     "  --order-file FILE    write each epoch's order there first (a mount's .sluice/order)\n"
     "  --order              with a namespace --data: hand the order to sluice in-process\n"
+    "  --order-ahead N      with --order(-file): hand each epoch's order over N epochs ahead,\n"
+    "                       appended to the running order, as a sampler that knows the next\n"
+    "                       seeds does (default 0: each at its epoch's start, in place of the\n"
+    "                       one before). The last epoch hands over N more, read by nobody.\n"
     "  --store-bytes-cmd C  a shell command printing the bytes the store has sent so far\n"
     "  --between-epochs C   a shell command to run before each epoch (e.g. drop the page cache,\n"
     "                       so that a dataset smaller than RAM reads as a larger one would)\n"
@@ -91,6 +95,11 @@ struct bench {
     size_t n;
     unsigned readers, accelerators, prefetch, batch;
     double compute_s, jitter_s;
+
+    /* The orders handed over (--order, --order-file): up to epoch handed; the in-process one. */
+    unsigned handed;
+    sl_order_t *order;
+    size_t *order_perm;
 
     /* One epoch. lock guards the counters below it. */
     size_t *perm;
@@ -403,10 +412,45 @@ static int make_dataset(const struct workload *w, const char *dir, double scale)
 struct opts {
     const char *data, *make, *order_file, *store_cmd, *between, *mode;
     double scale, cache_fraction, compute, jitter;
-    unsigned epochs, accelerators, readers, prefetch;
+    unsigned epochs, accelerators, readers, prefetch, ahead;
     uint64_t seed;
     bool order, json;
 };
+
+/* Hands epoch e's order to sluice: written to --order-file, or given in process (--order). With
+ * --order-ahead, appended to the running order (the file opened to append: a mount's
+ * .sluice/order takes it so); otherwise in place of it. */
+static int hand_over(struct bench *b, const struct opts *o, unsigned e)
+{
+    bool append = o->ahead > 0 && b->handed > 0;
+    shuffle(b->order_perm, b->n, o->seed + e);
+    b->handed = e;
+    if (o->order_file) {
+        FILE *f = fopen(o->order_file, append ? "a" : "w");
+        if (!f) return cli_error(-errno, o->order_file);
+        for (size_t i = 0; i < b->n; i++) fprintf(f, "%s\n", b->paths[b->order_perm[i]]);
+        if (fclose(f) != 0) {
+            fprintf(stderr, "sluice: bench: %s: the order was refused (see the mount's log)\n",
+                    o->order_file);
+            return CLI_FAIL;
+        }
+        return CLI_OK;
+    }
+    sl_load_item_t *items = calloc(b->n, sizeof(*items));
+    if (!items) return cli_error(-ENOMEM, "bench");
+    for (size_t i = 0; i < b->n; i++)
+        items[i] = (sl_load_item_t){.path = b->paths[b->order_perm[i]], .length = UINT64_MAX};
+    int rc;
+    if (append) {
+        rc = sl_order_append(b->order, items, b->n);
+    } else {
+        sl_order_stop(b->order);
+        b->order = NULL;
+        rc = sl_order_start(b->sl, items, b->n, NULL, &b->order);
+    }
+    free(items);
+    return rc < 0 ? cli_error(rc, "bench") : CLI_OK;
+}
 
 static int run_epoch(struct bench *b, const struct opts *o, unsigned epoch, sl_t *stats_sl,
                      uint64_t dataset_bytes, struct json_object **out)
@@ -425,24 +469,13 @@ static int run_epoch(struct bench *b, const struct opts *o, unsigned epoch, sl_t
     sl_cache_stats_t before = {0}, after = {0};
     bool have_stats = stats_sl && sl_cache_stats(stats_sl, &before) == 0;
     int64_t store0 = store_bytes(o->store_cmd);
-    sl_order_t *order = NULL;
-    if (o->order_file) {
-        FILE *f = fopen(o->order_file, "w");
-        if (!f) return cli_error(-errno, o->order_file);
-        for (size_t i = 0; i < b->n; i++) fprintf(f, "%s\n", b->paths[b->perm[i]]);
-        if (fclose(f) != 0) {
-            fprintf(stderr, "sluice: bench: %s: the order was refused (see the mount's log)\n",
-                    o->order_file);
-            return CLI_FAIL;
-        }
-    } else if (o->order && b->sl) {
-        sl_load_item_t *items = calloc(b->n, sizeof(*items));
-        if (!items) return cli_error(-ENOMEM, "bench");
-        for (size_t i = 0; i < b->n; i++)
-            items[i] = (sl_load_item_t){.path = b->paths[b->perm[i]], .length = UINT64_MAX};
-        int rc = sl_order_start(b->sl, items, b->n, NULL, &order);
-        free(items);
-        if (rc < 0) return cli_error(rc, "bench");
+    /* This epoch's order, unless handed over ahead; then the one --order-ahead epochs on. Past
+     * the last epoch too: a sampler does not know which epoch is the last, and what it has
+     * fetched for nothing counts in the last epoch's store bytes. */
+    bool ordered = o->order_file || (o->order && b->sl);
+    for (unsigned e = epoch; ordered && e <= epoch + o->ahead; e++) {
+        if (e <= b->handed) continue;
+        if ((code = hand_over(b, o, e)) != CLI_OK) return code;
     }
 
     b->nbatches = (b->n + b->batch - 1) / b->batch;
@@ -458,7 +491,6 @@ static int run_epoch(struct bench *b, const struct opts *o, unsigned epoch, sl_t
         free(rt);
         free(at);
         free(as);
-        sl_order_stop(order);
         return cli_error(-ENOMEM, "bench");
     }
     unsigned nr = 0, na = 0;
@@ -479,7 +511,6 @@ static int run_epoch(struct bench *b, const struct opts *o, unsigned epoch, sl_t
     free(rt);
     free(at);
     free(as);
-    sl_order_stop(order);
     if (b->error) {
         fprintf(stderr, "sluice: bench: epoch %u: %s\n", epoch, b->errmsg);
         return CLI_FAIL;
@@ -554,7 +585,7 @@ int cli_bench(struct cli *cli, int argc, char **argv)
 
     enum { O_WORKLOAD = 256, O_DATA, O_MAKE, O_SCALE, O_EPOCHS, O_ACCEL, O_READERS, O_PREFETCH,
            O_COMPUTE, O_JITTER, O_SEED, O_ORDER_FILE, O_ORDER, O_STORE, O_MODE, O_FRACTION, O_JSON,
-           O_BETWEEN };
+           O_BETWEEN, O_AHEAD };
     static const struct option lopts[] = {
         {"workload", required_argument, NULL, O_WORKLOAD},
         {"data", required_argument, NULL, O_DATA},
@@ -574,6 +605,7 @@ int cli_bench(struct cli *cli, int argc, char **argv)
         {"cache-fraction", required_argument, NULL, O_FRACTION},
         {"json", no_argument, NULL, O_JSON},
         {"between-epochs", required_argument, NULL, O_BETWEEN},
+        {"order-ahead", required_argument, NULL, O_AHEAD},
         {"help", no_argument, NULL, 'h'},
         {NULL, 0, NULL, 0}};
     struct opts o = {.scale = 1, .cache_fraction = 1, .compute = -1, .epochs = 3,
@@ -609,14 +641,19 @@ int cli_bench(struct cli *cli, int argc, char **argv)
                                                         : &o.jitter) = v;
             break;
         }
-        case O_EPOCHS: case O_ACCEL: case O_READERS: case O_PREFETCH: case O_SEED: {
+        case O_EPOCHS: case O_ACCEL: case O_READERS: case O_PREFETCH: case O_SEED:
+        case O_AHEAD: {
             unsigned long long v = strtoull(optarg, &end, 10);
-            if (*end || end == optarg || (c != O_SEED && (v == 0 || v > 100000)))
-                return cli_usage_error("bench", "--%s: expected a positive number, got '%s'",
-                                       lopts[c - O_WORKLOAD].name, optarg);
+            bool zero_ok = c == O_SEED || c == O_AHEAD;
+            if (*end || end == optarg || optarg[0] == '-' || (!zero_ok && v == 0) ||
+                (c != O_SEED && v > 100000))
+                return cli_usage_error("bench", "--%s: expected a %s number, got '%s'",
+                                       lopts[c - O_WORKLOAD].name,
+                                       zero_ok ? "whole" : "positive", optarg);
             if (c == O_SEED) o.seed = v;
             else *(c == O_EPOCHS ? &o.epochs : c == O_ACCEL ? &o.accelerators
-                   : c == O_READERS ? &o.readers : &o.prefetch) = (unsigned)v;
+                   : c == O_READERS ? &o.readers : c == O_AHEAD ? &o.ahead
+                                                                : &o.prefetch) = (unsigned)v;
             break;
         }
         default: return cli_usage_error("bench", "unknown option");
@@ -672,12 +709,14 @@ int cli_bench(struct cli *cli, int argc, char **argv)
     pthread_cond_init(&b.changed, NULL);
     size_t nb = (b.n + b.batch - 1) / b.batch;
     b.perm = malloc(b.n * sizeof(*b.perm));
+    b.order_perm = malloc(b.n * sizeof(*b.order_perm));
     b.batch_read = malloc(nb * sizeof(*b.batch_read));
     b.waits = calloc(nb, sizeof(*b.waits));
     b.first = calloc(nb, sizeof(*b.first));
     b.compute = calloc(b.accelerators, sizeof(*b.compute));
     b.span = calloc(b.accelerators, sizeof(*b.span));
-    if (!b.perm || !b.batch_read || !b.waits || !b.first || !b.compute || !b.span) {
+    if (!b.perm || !b.order_perm || !b.batch_read || !b.waits || !b.first || !b.compute ||
+        !b.span) {
         code = cli_error(-ENOMEM, "bench");
     } else {
         if (!o.json)
@@ -704,7 +743,9 @@ int cli_bench(struct cli *cli, int argc, char **argv)
             json_object_put(j);
         }
     }
+    sl_order_stop(b.order);
     free(b.perm);
+    free(b.order_perm);
     free(b.batch_read);
     free(b.waits);
     free(b.first);

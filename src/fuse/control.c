@@ -6,8 +6,11 @@
  *                   takes it: namespace paths, or paths under the mount point as the job sees
  *                   them); at close the mount starts fetching in exactly that order, a bounded
  *                   window ahead of the job's reads (sl_order_start), in place of the order
- *                   before. A bad line makes the close fail with EINVAL (the line is named in
- *                   the mount's log). Read it for the running order's figures, as JSON.
+ *                   before. Opened to append (`>>`, O_APPEND), what is written goes on the
+ *                   end of the running order (sl_order_append): the next epoch's order, handed
+ *                   over while this one is read, so the window runs on into it. A bad line
+ *                   makes the close fail with EINVAL (the line is named in the mount's log).
+ *                   Read it for the running order's figures, as JSON.
  *
  * The folder is not listed at the mount's root (find and cp -r do not walk into it), but can
  * be looked up and listed. Its files are served with direct_io: they have no size, and what a
@@ -33,7 +36,7 @@ struct control {
 };
 
 struct control_file {
-    bool write;
+    bool write, append;
     char *buf;
     size_t len, cap;
 };
@@ -114,12 +117,14 @@ static char *status_text(struct control *c)
     return s;
 }
 
-int sl__control_open(struct control *c, const char *path, bool write, struct control_file **out)
+int sl__control_open(struct control *c, const char *path, bool write, bool append,
+                     struct control_file **out)
 {
     if (!is_order(path)) return strcmp(path, SL_CONTROL_DIR) == 0 ? -EISDIR : -ENOENT;
     struct control_file *f = calloc(1, sizeof(*f));
     if (!f) return -ENOMEM;
     f->write = write;
+    f->append = write && append;
     if (!write) {
         pthread_mutex_lock(&c->lock);
         f->buf = status_text(c);
@@ -137,6 +142,7 @@ int sl__control_open(struct control *c, const char *path, bool write, struct con
 int sl__control_write(struct control_file *f, const char *buf, size_t n, uint64_t off)
 {
     if (!f->write) return -EBADF;
+    if (f->append) off = f->len; /* the kernel's offsets follow a size this file does not have */
     if (off > MAX_ORDER_BYTES || n > MAX_ORDER_BYTES - off) return -EFBIG;
     size_t end = (size_t)off + n;
     if (end > f->cap) {
@@ -172,8 +178,15 @@ int sl__control_flush(struct control *c, struct control_file *f)
         fprintf(stderr, "sluice: %s/" ORDER_NAME ": %s\n", SL_CONTROL_DIR + 1, sl_errmsg(rc));
         return rc;
     }
-    sl_order_t *o = NULL;
-    if (n > 0 && (rc = sl_order_start(c->sl, items, n, NULL, &o)) < 0)
+    sl_order_t *o = NULL, *old = NULL;
+    /* Appended to the running order under the lock: a replacing writer must not stop it
+     * in between. */
+    pthread_mutex_lock(&c->lock);
+    bool appended = f->append && c->order;
+    if (appended && n > 0) rc = sl_order_append(c->order, items, n);
+    pthread_mutex_unlock(&c->lock);
+    if (!appended && n > 0) rc = sl_order_start(c->sl, items, n, NULL, &o);
+    if (rc < 0)
         fprintf(stderr, "sluice: %s/" ORDER_NAME ": %s\n", SL_CONTROL_DIR + 1, sl_errmsg(rc));
     sl_order_items_free(items, n);
     if (rc < 0) return rc;
@@ -181,8 +194,9 @@ int sl__control_flush(struct control *c, struct control_file *f)
     free(f->buf);
     f->buf = NULL;
     f->len = f->cap = 0;
+    if (appended) return 0;
     pthread_mutex_lock(&c->lock);
-    sl_order_t *old = c->order;
+    old = c->order;
     c->order = o;
     pthread_mutex_unlock(&c->lock);
     sl_order_stop(old);

@@ -25,7 +25,9 @@ int sl__control_list(const char *path, sl_list_cb cb, void *arg);
 int sl__control_init(sl_t *sl, const char *mountpoint, struct control **out);
 void sl__control_fini(struct control *c);
 
-int sl__control_open(struct control *c, const char *path, bool write, struct control_file **out);
+/* append: opened with O_APPEND, what is written at close goes on the end of the running order. */
+int sl__control_open(struct control *c, const char *path, bool write, bool append,
+                     struct control_file **out);
 int sl__control_write(struct control_file *f, const char *buf, size_t n, uint64_t off);
 int sl__control_read(struct control_file *f, char *buf, size_t n, uint64_t off, size_t *got);
 /* At close: what was written takes effect (SL_E_USAGE for a bad order, logged). */

@@ -811,7 +811,8 @@ static int open_handle(struct fs *fs, const char *path, struct fuse_file_info *f
     if (!h) return -ENOMEM;
     h->write = create || writing(fi);
     if (sl__control_path(path)) {
-        if (create || (rc = sl__control_open(fs->control, path, h->write, &h->control)) < 0) {
+        if (create || (rc = sl__control_open(fs->control, path, h->write, fi->flags & O_APPEND,
+                                                 &h->control)) < 0) {
             free(h);
             return create ? -EACCES : rc;
         }

@@ -25,6 +25,13 @@
  * fetched from the store are also written to the cache disk, where there is room (with the
  * epoch policy, until it is full).
  *
+ * An order grows (sl_order_append): a job hands over its next epoch's order while the current
+ * one runs, and the window goes on into it, so that the store's link works through the end of
+ * an epoch (its last items often all cached) and the pause between epochs. The same file may
+ * be in the order many times: an open takes its first occurrence not yet opened.
+ * Items let go are dropped from the front as the order grows (o->base counts them): indexes
+ * outside this file (stats, sl_order_reached) count from the first item ever given.
+ *
  * How many fetches are in flight follows Little's law: the time a fetch takes times the rate
  * at which the reader consumes items, plus one, between 2 and max_inflight. The reader's rate
  * and the fetch time are moving averages (the rate sampled over RATE_WINDOW_S at least), so
@@ -71,6 +78,7 @@ struct order_item {
     uint64_t id_hash;   /* XXH3 of the object id: the key of the opened-file lookup */
     char *object_id;
     size_t next_same;   /* the next item of the same hash chain, SIZE_MAX at the end */
+    bool taken;         /* a worker took it */
     bool fetched;       /* a worker is done with it (whatever came of it) */
     bool opened;        /* the reader opened it */
     bool closed;        /* ...and closed it: it has read it */
@@ -82,16 +90,17 @@ struct order_item {
 struct sl_order {
     struct sl *sl;
     struct sl_order *next_order; /* in the registry (its lock) */
-    size_t n;
-    struct order_item *items;
-    size_t *buckets; /* heads of the id hash chains */
-    size_t nbuckets;
     unsigned nthreads;
     pthread_t *threads;
 
     pthread_mutex_t lock;
     pthread_cond_t changed;
     bool stopping;
+    size_t n, cap;
+    struct order_item *items; /* may move when items are appended: no pointer kept unlocked */
+    size_t *buckets;          /* heads of the id hash chains */
+    size_t nbuckets;
+    size_t base;      /* items dropped from the front: items[i] is the (base + i)th given */
     size_t next;      /* the next item a worker takes */
     size_t position;  /* items below it the reader has passed */
     size_t released;  /* items below it hold nothing */
@@ -106,7 +115,7 @@ struct sl_order {
     double fetch_s;      /* moving average of an item's fetch time */
     double rate;         /* items the reader consumes per second, moving average */
     uint64_t rate_at_ns; /* when the position last moved */
-    size_t rate_at_pos;
+    size_t rate_at_pos;  /* ...and to where, counted from the first item ever (base + i) */
     sl_order_stats_t stats;
 };
 
@@ -188,21 +197,20 @@ static void reached(struct sl_order *o, size_t i)
     if (o->rate_at_ns) {
         double dt = (double)(now - o->rate_at_ns) / 1e9;
         if (dt >= RATE_WINDOW_S) {
-            double r = (double)(i + 1 - o->rate_at_pos) / dt;
+            double r = (double)(o->base + i + 1 - o->rate_at_pos) / dt;
             o->rate = o->rate > 0 ? (1 - EWMA) * o->rate + EWMA * r : r;
             o->rate_at_ns = now;
-            o->rate_at_pos = i + 1;
+            o->rate_at_pos = o->base + i + 1;
         }
     } else {
         o->rate_at_ns = now;
-        o->rate_at_pos = i + 1;
+        o->rate_at_pos = o->base + i + 1;
     }
     for (size_t j = o->position; j <= i; j++) { /* what they hold no longer counts as ahead */
         o->held_bytes -= o->items[j].held_bytes;
         o->passed_bytes += o->items[j].held_bytes;
     }
     o->position = i + 1;
-    o->stats.position = o->position;
     release_passed(o);
     pthread_cond_broadcast(&o->changed);
 }
@@ -233,13 +241,14 @@ static bool hold_on_disk(struct sl_order *o, const struct sl_object *obj, uint64
     return false;
 }
 
-/* Fetches item i's pages into RAM and takes a reference on each; no lock held. Returns 0 and
- * the references (the caller owns them) and their bytes; 1 if the reader passed the item
- * first; or an error the reader would meet too (a missing file), which leaves it the item. */
-static int fetch_item(struct sl_order *o, size_t i, struct sl_page_ref **out, unsigned *nout,
-                      uint64_t *bytes)
+/* Fetches the pages of item gi (counted from the first item ever; it is a copy of the item's
+ * path and range, taken under the lock) into RAM and takes a reference on each; no lock held.
+ * Returns 0 and the references (the caller owns them) and their bytes; 1 if the reader passed
+ * the item first; or an error the reader would meet too (a missing file), which leaves it the
+ * item. */
+static int fetch_item(struct sl_order *o, size_t gi, const struct order_item *it,
+                      struct sl_page_ref **out, unsigned *nout, uint64_t *bytes)
 {
-    const struct order_item *it = &o->items[i];
     struct sl_file *f;
     int rc = sl__file_open(o->sl, it->path, &f);
     *out = NULL;
@@ -249,7 +258,7 @@ static int fetch_item(struct sl_order *o, size_t i, struct sl_page_ref **out, un
     /* The reader got here while the file was opened (a reader faster than the store): it
      * reads the item itself, and a fetch now could only fetch what it has let go again. */
     pthread_mutex_lock(&o->lock);
-    bool passed = i < o->position;
+    bool passed = gi < o->base + o->position;
     pthread_mutex_unlock(&o->lock);
     if (passed) {
         sl__file_unref(f);
@@ -314,17 +323,15 @@ static void *worker(void *arg)
                         ? o->held_bytes + (o->inflight + 1) * o->avg_item_bytes <= o->budget
                         : o->inflight == 0;
         room |= o->inflight == 0 && o->held_bytes == 0;
-        if (o->stopping || o->next >= o->n) {
-            if (o->stopping || o->inflight == 0) break;
+        if (o->stopping) break;
+        /* At the end, the workers wait for more items (sl_order_append) or the stop. */
+        if (o->next >= o->n || o->inflight >= target_inflight(o) || !room) {
             pthread_cond_wait(&o->changed, &o->lock);
             continue;
         }
-        if (o->inflight >= target_inflight(o) || !room) {
-            pthread_cond_wait(&o->changed, &o->lock);
-            continue;
-        }
-        size_t i = o->next++;
-        struct order_item *it = &o->items[i];
+        size_t i = o->next++, gi = o->base + i;
+        o->items[i].taken = true; /* not dropped from the front until fetched */
+        struct order_item copy = o->items[i]; /* its path outlives the fetch, items may move */
         o->inflight++;
         o->stats.inflight = o->inflight;
         pthread_mutex_unlock(&o->lock);
@@ -332,10 +339,12 @@ static void *worker(void *arg)
         uint64_t t0 = sl__mono_ns(), bytes;
         struct sl_page_ref *refs;
         unsigned nrefs;
-        int rc = fetch_item(o, i, &refs, &nrefs, &bytes);
+        int rc = fetch_item(o, gi, &copy, &refs, &nrefs, &bytes);
         double took = (double)(sl__mono_ns() - t0) / 1e9;
 
         pthread_mutex_lock(&o->lock);
+        i = gi - o->base;
+        struct order_item *it = &o->items[i];
         o->inflight--;
         o->stats.inflight = o->inflight;
         it->fetched = true;
@@ -388,7 +397,10 @@ void sl__orders_fini(struct sl_orders *r)
 }
 
 /* A reader opened (opening) or closed object_id: in every order that holds it, the first item
- * of that file not opened yet, or the first one open, is marked so. */
+ * of that file not opened yet, or the first one open, is marked so. Also one the window has
+ * let go: a mount's readers (a data loader's workers) open items out of order, dozens of
+ * items behind the position at times. An earlier epoch's item the reader never opened does
+ * not take the next epoch's open: it is let go, and dropped at the next append. */
 static void reader_event(struct sl *sl, const char *object_id, bool opening)
 {
     struct sl_orders *r = sl->orders;
@@ -444,42 +456,25 @@ static void order_free(struct sl_order *o)
     free(o);
 }
 
-int sl_order_start(sl_t *sl, const sl_load_item_t *items, size_t n,
-                   const sl_order_options_t *opts, sl_order_t **out)
+static void free_resolved(struct order_item *v, size_t n)
 {
-    int rc = 0;
-
-    sl__err_clear();
-    *out = NULL;
-    struct sl_order *o = calloc(1, sizeof(*o));
-    if (!o) return -ENOMEM;
-    o->sl = sl;
-    o->n = n;
-    pthread_mutex_init(&o->lock, NULL);
-    pthread_cond_init(&o->changed, NULL);
-    o->budget = opts && opts->budget_bytes ? opts->budget_bytes : sl->cfg->cache_memory / 2;
-    unsigned max = opts && opts->max_inflight ? opts->max_inflight : DEFAULT_INFLIGHT;
-    o->max_inflight = SL_MIN(max, MAX_INFLIGHT);
-    o->nbuckets = 16;
-    while (o->nbuckets < n * 2) o->nbuckets *= 2;
-    o->items = calloc(n ? n : 1, sizeof(*o->items));
-    o->buckets = malloc(o->nbuckets * sizeof(*o->buckets));
-    if (!o->items || !o->buckets) {
-        rc = -ENOMEM;
-        goto fail;
-    }
-    for (size_t b = 0; b < o->nbuckets; b++) o->buckets[b] = SIZE_MAX;
-    o->stats.items = n;
-
-    /* Every path resolved now (no store is asked): a path no mount holds is named at once.
-     * Chains keep the items of one file in order: an open takes the first unopened one. */
-    size_t *tails = malloc(o->nbuckets * sizeof(*tails));
-    if (!tails) {
-        rc = -ENOMEM;
-        goto fail;
-    }
     for (size_t i = 0; i < n; i++) {
-        struct order_item *it = &o->items[i];
+        free(v[i].path);
+        free(v[i].object_id);
+    }
+    free(v);
+}
+
+/* Resolves items into order items (no store is asked): a path no mount holds is named. */
+static int resolve_items(struct sl *sl, const sl_load_item_t *items, size_t n,
+                         struct order_item **out)
+{
+    struct order_item *v = calloc(n ? n : 1, sizeof(*v));
+    int rc = 0;
+    size_t i = 0;
+    if (!v) return -ENOMEM;
+    for (; i < n; i++) {
+        struct order_item *it = &v[i];
         struct sl_resolved res;
         if ((rc = sl__ns_resolve(sl->ns, items[i].path, &res)) < 0) break;
         if (!res.mount) {
@@ -493,19 +488,109 @@ int sl_order_start(sl_t *sl, const sl_load_item_t *items, size_t n,
         sl__resolved_free(&res);
         if (!it->path) {
             rc = -ENOMEM;
+            i++; /* its object_id is freed below */
             break;
         }
         it->offset = items[i].offset;
         it->length = items[i].length;
         it->id_hash = XXH3_64bits(it->object_id, strlen(it->object_id));
-        it->next_same = SIZE_MAX;
-        size_t b = it->id_hash & (o->nbuckets - 1);
-        if (o->buckets[b] == SIZE_MAX) o->buckets[b] = i;
-        else o->items[tails[b]].next_same = i;
-        tails[b] = i;
     }
-    free(tails);
-    if (rc < 0) goto fail;
+    if (rc < 0) {
+        free_resolved(v, i);
+        return rc;
+    }
+    *out = v;
+    return 0;
+}
+
+/* Drops the items at the front that are done with (let go, and no worker's fetch in flight),
+ * so that an order appended to epoch after epoch stays the size of the window's reach
+ * (o->lock held). */
+static void drop_done(struct sl_order *o)
+{
+    size_t drop = 0;
+    while (drop < o->released && !(o->items[drop].taken && !o->items[drop].fetched)) drop++;
+    if (drop == 0) return;
+    for (size_t i = 0; i < drop; i++) {
+        free(o->items[i].path);
+        free(o->items[i].object_id);
+    }
+    memmove(o->items, o->items + drop, (o->n - drop) * sizeof(*o->items));
+    o->n -= drop;
+    o->next -= drop;
+    o->position -= drop;
+    o->released -= drop;
+    o->base += drop;
+}
+
+/* Appends v[0..n) (resolve_items' array, which it takes) to the items and chains them by
+ * file: an open takes a file's first item (o->lock held). */
+static int add_items(struct sl_order *o, struct order_item *v, size_t n)
+{
+    drop_done(o);
+    size_t nb = o->nbuckets ? o->nbuckets : 16;
+    while (nb < (o->n + n) * 2) nb *= 2;
+    size_t *last = malloc(nb * sizeof(*last)); /* each chain's tail while they are made */
+    if (!last) return -ENOMEM;
+    if (o->n + n > o->cap) {
+        size_t cap = o->cap ? o->cap : 16;
+        while (cap < o->n + n) cap *= 2;
+        struct order_item *ni = realloc(o->items, cap * sizeof(*ni));
+        if (!ni) goto nomem;
+        o->items = ni;
+        o->cap = cap;
+    }
+    if (nb != o->nbuckets) {
+        size_t *heads = realloc(o->buckets, nb * sizeof(*heads));
+        if (!heads) goto nomem;
+        o->buckets = heads;
+        o->nbuckets = nb;
+    }
+    memcpy(o->items + o->n, v, n * sizeof(*v));
+    free(v);
+    o->n += n;
+    o->stats.items = o->base + o->n;
+    /* The chains made again from the start: the items moved, and the buckets may have. */
+    for (size_t b = 0; b < nb; b++) o->buckets[b] = SIZE_MAX;
+    for (size_t i = 0; i < o->n; i++) {
+        struct order_item *it = &o->items[i];
+        size_t b = it->id_hash & (nb - 1);
+        it->next_same = SIZE_MAX;
+        if (o->buckets[b] == SIZE_MAX) o->buckets[b] = i;
+        else o->items[last[b]].next_same = i;
+        last[b] = i;
+    }
+    free(last);
+    pthread_cond_broadcast(&o->changed);
+    return 0;
+nomem:
+    free(last);
+    return -ENOMEM;
+}
+
+int sl_order_start(sl_t *sl, const sl_load_item_t *items, size_t n,
+                   const sl_order_options_t *opts, sl_order_t **out)
+{
+    int rc = 0;
+
+    sl__err_clear();
+    *out = NULL;
+    struct sl_order *o = calloc(1, sizeof(*o));
+    if (!o) return -ENOMEM;
+    o->sl = sl;
+    pthread_mutex_init(&o->lock, NULL);
+    pthread_cond_init(&o->changed, NULL);
+    o->budget = opts && opts->budget_bytes ? opts->budget_bytes : sl->cfg->cache_memory / 2;
+    unsigned max = opts && opts->max_inflight ? opts->max_inflight : DEFAULT_INFLIGHT;
+    o->max_inflight = SL_MIN(max, MAX_INFLIGHT);
+
+    /* Every path resolved now: a path no mount holds is named at once. */
+    struct order_item *v;
+    if ((rc = resolve_items(sl, items, n, &v)) < 0) goto fail;
+    if ((rc = add_items(o, v, n)) < 0) {
+        free_resolved(v, n);
+        goto fail;
+    }
 
     o->nthreads = o->max_inflight;
     if (!(o->threads = calloc(o->nthreads, sizeof(*o->threads)))) {
@@ -531,25 +616,42 @@ int sl_order_start(sl_t *sl, const sl_load_item_t *items, size_t n,
     *out = o;
     return 0;
 fail:
-    /* Items past the failure were never filled in; order_free frees what was. */
     order_free(o);
+    return rc;
+}
+
+int sl_order_append(sl_order_t *o, const sl_load_item_t *items, size_t n)
+{
+    struct order_item *v;
+    sl__err_clear();
+    int rc = resolve_items(o->sl, items, n, &v);
+    if (rc < 0) return rc;
+    pthread_mutex_lock(&o->lock);
+    rc = add_items(o, v, n);
+    pthread_mutex_unlock(&o->lock);
+    if (rc < 0) {
+        free_resolved(v, n);
+    }
     return rc;
 }
 
 int sl_order_reached(sl_order_t *o, size_t i)
 {
-    if (i >= o->n) return SL_E_USAGE;
     pthread_mutex_lock(&o->lock);
-    o->items[i].opened = true;
-    reached(o, i);
+    int rc = i >= o->base + o->n ? SL_E_USAGE : 0;
+    if (rc == 0 && i >= o->base) { /* one dropped is long passed */
+        o->items[i - o->base].opened = true;
+        reached(o, i - o->base);
+    }
     pthread_mutex_unlock(&o->lock);
-    return 0;
+    return rc;
 }
 
 int sl_order_stats(sl_order_t *o, sl_order_stats_t *out)
 {
     pthread_mutex_lock(&o->lock);
     *out = o->stats;
+    out->position = o->base + o->position;
     out->held_bytes = o->held_bytes + o->passed_bytes;
     out->target_inflight = target_inflight(o);
     out->fetch_s = o->fetch_s;

@@ -3,6 +3,7 @@ and ranges read through the cache, errors raised with sluice's message, the fssp
 and a PyTorch DataLoader that trains a tiny model for two epochs reading only through sluice,
 its second epoch served from the cache; and the sampler's order handed to a mount."""
 import errno
+import json
 import os
 import struct
 import subprocess
@@ -130,9 +131,12 @@ class TorchTest(SluiceCase):
         self.assertEqual(first["misses"], 256, "each sample fetched once in the first epoch")
         self.assertEqual(second["misses"], 256, "the second epoch fetched nothing")
         self.assertGreaterEqual(second["hits"] - first["hits"], 256, "the second epoch is hits")
-        # The sampler handed each epoch's order over, and the reads went through it.
-        for _, order in epochs:
-            self.assertEqual((order["items"], order["position"]), (256, 256))
+        # The sampler handed each epoch's order over, the next epoch's an epoch ahead (appended
+        # to the running order), and the reads went through it.
+        for epoch, (_, order) in enumerate(epochs):
+            self.assertEqual((order["items"], order["position"]),
+                             (256 * (epoch + 2), 256 * (epoch + 1)))
+        self.assertEqual(order["failed"], 0)
         self.assertLess(sum(losses[-8:]) / 8, sum(losses[:8]) / 8, "the model learned")
 
     def test_order_to_a_mount_with_workers(self):
@@ -157,14 +161,22 @@ class TorchTest(SluiceCase):
         order_file = os.path.join(point, ".sluice", "order")
         sampler = EpochSampler(ds, seed=2, paths=paths, order_file=order_file)
         loader = torch.utils.data.DataLoader(ds, batch_size=16, sampler=sampler, num_workers=2)
-        n = sum(len(y) for _, y in loader)
-        self.assertEqual(n, 128)
-        time.sleep(0.3)
-        with open(order_file) as f:
-            import json
-            status = json.load(f)
-        self.assertEqual((status["items"], status["position"]), (128, 128))
+        def epoch():
+            """Reads an epoch through the loader; the order's figures after it."""
+            self.assertEqual(sum(len(y) for _, y in loader), 128)
+            time.sleep(0.3)
+            with open(order_file) as f:
+                return json.load(f)
+
+        # The next epoch's order was appended through the control file (O_APPEND), and the
+        # window went on into it: past the 128 items of the epoch read.
+        status = epoch()
+        self.assertEqual((status["items"], status["position"]), (256, 128))
+        self.assertGreater(status["fetched"] + status["skipped"], 128)
         self.assertEqual(status["failed"], 0)
+        # A second epoch takes up the order handed over ahead: nothing is replaced.
+        status = epoch()
+        self.assertEqual((status["items"], status["position"]), (384, 256))
 
     def unmount(self, point):
         pid = mount_pid(point)

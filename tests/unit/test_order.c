@@ -232,12 +232,80 @@ static void items_on_disk_held_there(void **state)
         assert_int_equal(read_item(f, i), atoi(f->paths[i] + strlen("/d/s")));
     st = settle(o);
     assert_true(st.done);
-    assert_int_equal(st.fetched, NFILES);
-    assert_int_equal(st.on_disk, NFILES);
+    /* The reader does not wait for the workers: one it overtook is skipped (its read is a hit
+     * all the same). Every item fetched was held on disk. */
+    assert_int_equal(st.fetched + st.skipped, NFILES);
+    assert_true(st.fetched >= NFILES - 6);
+    assert_int_equal(st.on_disk, st.fetched);
     assert_int_equal(sl_cache_stats(f->sl, &after), 0);
     assert_int_equal(after.misses, before.misses);
     assert_int_equal(after.ufs_bytes_read, before.ufs_bytes_read);
     assert_int_equal(after.hits - before.hits, NFILES * FILE_PAGES);
+    sl_order_stop(o);
+}
+
+/* Epochs handed over ahead (sl_order_append): the window goes on past the end of one epoch into
+ * the next, an order that ran out takes up what is appended, an open takes its file's
+ * occurrence in the epoch being read (also after an epoch that never opened it), and epoch
+ * after epoch the order counts on. */
+static void next_epochs_appended(void **state)
+{
+    struct fx *f = *state;
+    enum { WINDOW = 8, EPOCHS = 12, SKIPPED = 3 };
+    sl_order_options_t opts = {.budget_bytes = WINDOW * FILE_PAGES * PAGE, .max_inflight = 4};
+    /* Epoch e reads epoch 1's order turned by e * SKIPPED: epoch 2 starts with epoch 1's
+     * item SKIPPED, which epoch 1 leaves unread. */
+    sl_load_item_t next[NFILES];
+    sl_order_t *o;
+    assert_int_equal(sl_order_start(f->sl, f->items, NFILES, &opts, &o), 0);
+    for (int i = 0; i < NFILES - WINDOW; i++)
+        if (i != SKIPPED) read_item(f, i);
+    sl_order_stats_t st = settle(o);
+    /* The reader runs ahead of the workers at times (it does not wait for them): the items it
+     * got to first are skipped. The window has reached epoch 1's end, and stops there. */
+    assert_int_equal(st.fetched + st.skipped, NFILES);
+    assert_int_equal(st.items, NFILES);
+
+    for (int e = 2; e <= EPOCHS; e++) {
+        int turn = (e - 1) * SKIPPED;
+        for (int k = 0; k < NFILES; k++) next[k] = f->items[(k + turn) % NFILES];
+        assert_int_equal(sl_order_append(o, next, NFILES), 0);
+        size_t start = (size_t)(e - 1) * NFILES;
+        if (e == 2) {
+            /* What epoch 1 has left is read; the window is then a budget into epoch 2. */
+            for (int i = NFILES - WINDOW; i < NFILES; i++) read_item(f, i);
+            st = settle(o);
+            assert_int_equal(st.items, 2 * NFILES);
+            assert_int_equal(st.position, NFILES);
+            assert_int_equal(st.fetched + st.skipped, NFILES + WINDOW);
+        } else {
+            /* The order had run out, its workers waiting: they take up the new epoch. */
+            st = settle(o);
+            assert_int_equal(st.fetched + st.skipped, start + WINDOW);
+        }
+        /* Epoch 1's unopened occurrence was dropped at an append: this open is epoch e's. */
+        assert_int_equal(read_item(f, (SKIPPED + turn - SKIPPED) % NFILES),
+                         atoi(next[0].path + strlen("/d/s")));
+        st = settle(o);
+        assert_int_equal(st.position, start + 1);
+        for (int k = 1; k < NFILES; k++) {
+            sl_file_t *h;
+            uint8_t buf[FILE_PAGES * PAGE];
+            size_t n;
+            assert_int_equal(sl_file_open(f->sl, next[k].path, &h), 0);
+            assert_int_equal(sl_file_pread(h, buf, sizeof(buf), 0, &n), 0);
+            assert_int_equal(buf[0], atoi(next[k].path + strlen("/d/s")));
+            sl_file_close(h);
+        }
+        st = settle(o);
+        assert_int_equal(st.position, start + NFILES);
+        assert_true(st.done); /* the workers wait for the next append */
+    }
+    assert_int_equal(st.items, (size_t)EPOCHS * NFILES);
+    assert_int_equal(st.failed, 0);
+    /* An index of a long-passed item is accepted, one past the end is not. */
+    assert_int_equal(sl_order_reached(o, 0), 0);
+    assert_int_equal(sl_order_reached(o, st.items), SL_E_USAGE);
     sl_order_stop(o);
 }
 
@@ -336,6 +404,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(fetched_in_order_within_the_budget, setup, teardown),
         cmocka_unit_test_setup_teardown(large_items_fetched_within_the_budget, setup, teardown),
         cmocka_unit_test_setup_teardown(items_on_disk_held_there, setup, teardown),
+        cmocka_unit_test_setup_teardown(next_epochs_appended, setup, teardown),
         cmocka_unit_test_setup_teardown(skipped_and_released, setup, teardown),
         cmocka_unit_test_setup_teardown(missing_and_bad_paths, setup, teardown),
         cmocka_unit_test(order_text_parsed),
