@@ -96,7 +96,7 @@ EOF
 # run WORKLOAD MODE FRACTION BYTES: one run of EPOCHS epochs, its JSON lines appended to $OUT.
 run() {
     local w=$1 mode=$2 frac=$3 bytes=$4 size m=$WORK/mnt-$2 data args=() extra=()
-    size=$(awk -v f="$frac" -v b="$bytes" 'BEGIN { printf "%d", f * b }')
+    size=$(awk -v f="$frac" -v b="$bytes" 'BEGIN { printf "%.0f", f * b }')
     mkdir -p "$m"
     case $mode in
         direct)
