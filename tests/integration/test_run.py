@@ -296,11 +296,11 @@ stages:
         used = json.loads(read_file(os.path.join(self.p, "used.json")))
         self.assertEqual(used["cached_bytes"], 8 << 20, "loaded while slow ran")
 
-    def test_an_out_for_a_later_stage_is_kept_until_its_last_reader(self):
-        # make writes made.bin to the store; churn then reads 32 MiB of other data through a
-        # 16 MiB LRU cache, which evicts everything older; use, after churn, finds made.bin
-        # all cached: the run kept it for use. Once use has finished it is let go, and the
-        # same reads evict it.
+    def keep_fixture(self):
+        """make writes made.bin (8 MiB) to the store; churn then reads 32 MiB of other data
+        through a 16 MiB LRU cache, which evicts everything older (after $HOLD seconds, its
+        shell's pid in churn.pid); use reads made.bin after churn. Returns the config and
+        the churn's reads, to run again."""
         for i in range(4):
             self.make_file(f"other/{i}.bin", 8 << 20)
         with open(os.path.join(self.tmp, "big.bin"), "wb") as f:
@@ -317,7 +317,7 @@ stages:
     cmd: {sl} cp {self.tmp}/big.bin /data/made.bin
     outs: [/data/made.bin]
   churn:
-    cmd: sleep 1; {churn}; touch churn.txt
+    cmd: echo $$ > churn.pid; sleep ${{HOLD:-1}}; {churn}; touch churn.txt
     after: [make]
     outs: [churn.txt]
   use:
@@ -325,6 +325,12 @@ stages:
     deps: [/data/made.bin, churn.txt]
     outs: [used.json]
 """)
+        return cfg, [f"/data/other/{i}.bin" for i in range(4)]
+
+    def test_an_out_for_a_later_stage_is_kept_until_its_last_reader(self):
+        # use, after churn, finds made.bin all cached: the run kept it for use. Once use has
+        # finished it is let go, and the same reads evict it.
+        cfg, others = self.keep_fixture()
         r = self.sluice("-v", "run", "-f", os.path.join(self.p, "pipeline.yaml"), config=cfg)
         err = r.stderr.decode()
         self.assertIn("keep    /data/made.bin (for use)", err)
@@ -337,9 +343,49 @@ stages:
         self.assertEqual((kept["kept"], kept["kept_bytes"]), (1, 8 << 20))
 
         # Let go: the same reads now evict it, as they would have without the run's keep.
-        self.sluice("cat", *(f"/data/other/{i}.bin" for i in range(4)), config=cfg)
+        self.sluice("cat", *others, config=cfg)
         after = json.loads(self.sluice("stat", "--json", "/data/made.bin", config=cfg).stdout)
         self.assertLess(after["cached_bytes"], 8 << 20)
+
+    def test_a_killed_run_leaves_its_kept_outs_to_eviction(self):
+        # A run killed (SIGKILL) while it keeps an out holds nothing after it: the page files'
+        # locks go with the process, so the churn's reads evict the out; and the next run finds
+        # the cache sound and ends the pipeline.
+        cfg, others = self.keep_fixture()
+        argv = [SLUICE, "-c", cfg, "-v", "run", "-f", os.path.join(self.p, "pipeline.yaml")]
+        run = subprocess.Popen(argv, env=dict(self.env(), HOLD="60"), cwd=self.tmp,
+                               stderr=subprocess.PIPE, start_new_session=True)
+        pid_file = os.path.join(self.p, "churn.pid")
+        try:
+            seen = b""
+            while b"keep    /data/made.bin" not in seen:
+                line = run.stderr.readline()  # the run is killed at the deadline below
+                self.assertTrue(line, f"the run ended with no keep: {seen.decode()}")
+                seen += line
+            deadline = time.monotonic() + 30
+            while not os.path.exists(pid_file):  # churn started: no more lines till it ends
+                self.assertLess(time.monotonic(), deadline, "churn did not start")
+                time.sleep(0.05)
+            time.sleep(0.2)  # its shell sleeps now
+        finally:
+            os.killpg(run.pid, signal.SIGKILL)
+            run.wait()
+            run.stderr.close()
+            if os.path.exists(pid_file):  # the stage has its own process group
+                try:
+                    os.killpg(int(read_file(pid_file)), signal.SIGKILL)
+                except (ProcessLookupError, ValueError):
+                    pass
+        held = json.loads(self.sluice("stat", "--json", "/data/made.bin", config=cfg).stdout)
+        self.assertEqual(held["cached_bytes"], 8 << 20, "kept up to the kill")
+        self.sluice("cat", *others, config=cfg)
+        after = json.loads(self.sluice("stat", "--json", "/data/made.bin", config=cfg).stdout)
+        self.assertLess(after["cached_bytes"], 8 << 20, "the killed run's keep outlived it")
+
+        r = self.sluice("run", "-f", os.path.join(self.p, "pipeline.yaml"), config=cfg)
+        used = json.loads(read_file(os.path.join(self.p, "used.json")))
+        self.assertEqual(used["size"], 8 << 20, r.stderr.decode())
+        self.sluice("cache", "stats", "--json", config=cfg)
 
 
 class Scheduling(RunCase):
