@@ -1024,6 +1024,16 @@ class S3MountTest(RemoteCase):
                 f.write("/nowhere/x.jpg\n")
         self.assertEqual(e.exception.errno, errno.EINVAL)
         self.assertEqual(json.loads(read_file(os.path.join(mnt, ".sluice", "order")))["items"], 120)
+        # Appended (>>), a bad order is refused the same and appends nothing; a good one goes
+        # on the end of the running order.
+        with self.assertRaises(OSError) as e:
+            with open(os.path.join(mnt, ".sluice", "order"), "a") as f:
+                f.write(f"{mnt}/s3/train/{names[1]}\n/nowhere/y.jpg\n")
+        self.assertEqual(e.exception.errno, errno.EINVAL)
+        self.assertEqual(json.loads(read_file(os.path.join(mnt, ".sluice", "order")))["items"], 120)
+        with open(os.path.join(mnt, ".sluice", "order"), "a") as f:
+            f.write("".join(f"{mnt}/s3/train/{n}\n" for n in order))
+        self.assertEqual(json.loads(read_file(os.path.join(mnt, ".sluice", "order")))["items"], 240)
         with open(os.path.join(self.cache, "mount.log")) as f:
             log = f.read()
         self.assertIn("line 1: expected PATH", log)

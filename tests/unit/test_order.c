@@ -353,7 +353,16 @@ static void missing_and_bad_paths(void **state)
     sl_order_stop(o);
 
     sl_load_item_t bad[2] = {f->items[0], {.path = "/nomount/x.bin", .length = UINT64_MAX}};
-    int rc = sl_order_start(f->sl, bad, 2, NULL, &o);
+    /* Appended, a bad path is named too, and nothing of the list is appended. */
+    assert_int_equal(sl_order_start(f->sl, f->items, 4, NULL, &o), 0);
+    int rc = sl_order_append(o, bad, 2);
+    assert_int_equal(rc, SL_E_NO_MOUNT);
+    assert_non_null(strstr(sl_errmsg(rc), "/nomount"));
+    assert_int_equal(sl_order_stats(o, &st), 0);
+    assert_int_equal(st.items, 4);
+    sl_order_stop(o);
+
+    rc = sl_order_start(f->sl, bad, 2, NULL, &o);
     assert_int_equal(rc, SL_E_NO_MOUNT);
     assert_non_null(strstr(sl_errmsg(rc), "/nomount"));
     assert_null(o);
