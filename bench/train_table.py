@@ -61,3 +61,35 @@ for (w, mode, frac), eps in runs.items():
           f"{share([busy(e) for e in later])} | "
           f"{mean('hit_rate') * 100:.1f}% | {gib(mean('store_bytes'))} ({gib(mean('floor_bytes'))}) | "
           f"{mean('p99_wait_s'):.3f} s |")
+
+
+# sluice against the peer, per workload and cache size: sluice's best mode over rclone, and
+# what the store's bytes leave any cache. A cache of fraction f must fetch the floor,
+# (1 - f) x dataset, every epoch; where rclone already keeps the link busy, a tool can gain
+# over it at most the ratio of rclone's store bytes to that floor (a little more in AU, which
+# leaves each epoch's first step, and the fetching its wait allows, out).
+peers = OrderedDict()
+for (w, mode, frac), eps in runs.items():
+    later = [e for e in eps if e["epoch"] >= 2] or eps
+    au = sum(e["au"] for e in later) / len(later)
+    peers.setdefault((w, frac), {})[mode] = (au, later)
+rows = []
+for (w, frac), modes in peers.items():
+    if "rclone" not in modes or not 0 < frac < 1:
+        continue
+    mine = {m: v for m, v in modes.items() if m in ("mount", "mount+order")}
+    if not mine:
+        continue
+    best = max(mine, key=lambda m: mine[m][0])
+    au, later = mine[best]
+    rau, rlater = modes["rclone"]
+    floor = sum(e["floor_bytes"] for e in later) / len(later)
+    rbytes = sum(e["store_bytes"] for e in rlater) / len(rlater)
+    rows.append(f"| {w} | {frac * 100:.0f}% | {best} {au * 100:.1f}% | {rau * 100:.1f}% | "
+                f"{au / rau if rau else 0:.2f}x | {share([busy(e) for e in rlater])} | "
+                f"{rbytes / floor if floor else 0:.2f}x |")
+if rows:
+    print()
+    print("| workload | cache | sluice's best, AU 2+ | rclone, AU 2+ | sluice / rclone | rclone's link busy | rclone's store bytes / floor |")
+    print("|---|---|---|---|---|---|---|")
+    print("\n".join(rows))
