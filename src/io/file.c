@@ -34,6 +34,10 @@
 /* Runs in flight per stream: enough to fill a link whose latency a run's transfer time covers
  * several times over (8 MiB at 200 MB/s: 42 ms against 20 ms). */
 #define RA_INFLIGHT 4U
+/* Runs in flight over all streams, shared out among them (at least one each): a link that one
+ * stream's RA_INFLIGHT fills gains nothing from more, and each run a stream asks for far ahead
+ * takes a share of the link from the bytes another reader waits for now. */
+#define RA_TOTAL 16U
 /* A file of at most this many pages is small: its first read fetches it whole. */
 #define SMALL_FILE_PAGES 2U
 /* How far out of order a stream's reads may arrive and still be the stream (see read_ahead). */
@@ -201,7 +205,7 @@ static int ra_run(void *arg)
 
     sl__cache_prefetch(f->sl->cache, &t->pin->obj, &t->pf, NULL);
     pthread_mutex_lock(&f->lock);
-    f->ra_inflight--;
+    if (--f->ra_inflight == 0) atomic_fetch_sub(&f->sl->ra_streams, 1);
     if (t->pin == f->pin) pump(f, t->pin, 0); /* a finished run makes room for the next */
     pthread_mutex_unlock(&f->lock);
     ra_task_free(t);
@@ -228,8 +232,16 @@ static bool submit_run(struct sl_file *f, struct sl_pin *pin, uint64_t first, un
         ra_task_free(t);
         return false;
     }
-    f->ra_inflight++;
+    if (f->ra_inflight++ == 0) atomic_fetch_add(&f->sl->ra_streams, 1);
     return true;
+}
+
+/* How many runs this stream may have in flight: its share of RA_TOTAL among the streams that
+ * have runs in flight, itself counted (f->lock held). */
+static unsigned ra_share(struct sl_file *f)
+{
+    unsigned streams = atomic_load(&f->sl->ra_streams) + (f->ra_inflight == 0);
+    return SL_MAX(1U, SL_MIN(RA_INFLIGHT, RA_TOTAL / streams));
 }
 
 /* The read-ahead window's largest size, in pages: room for RA_INFLIGHT runs in flight and as
@@ -242,8 +254,8 @@ static unsigned window_max(struct sl_file *f)
     return (unsigned)SL_MAX(1U, SL_MIN(pages, by_memory));
 }
 
-/* Asks for pages [ra_next, ra_until) of pin's version in runs, at most RA_INFLIGHT runs in
- * flight but for the pages below `need`, which a reader waits for now (f->lock held; a run
+/* Asks for pages [ra_next, ra_until) of pin's version in runs, at most the stream's share of
+ * runs in flight (ra_share) but for the pages below `need`, which a reader waits for now (f->lock held; a run
  * still writing its pages to disk counts as in flight, though its reader may have passed it).
  * Called when the reader moves the window and when a run finishes: the next run is asked for
  * while the others are still arriving, so the link never waits for the reader. The first runs
@@ -256,7 +268,8 @@ static void pump(struct sl_file *f, struct sl_pin *pin, uint64_t need)
     unsigned run_max = (unsigned)SL_MAX(1U, SL_MIN(RA_RUN_BYTES / ps, (uint64_t)f->ahead));
     run_max = SL_MIN(run_max, (unsigned)SL_PREFETCH_MAX_PAGES);
 
-    while (!f->closing && (f->ra_inflight < RA_INFLIGHT || f->ra_next < need) &&
+    unsigned share = ra_share(f);
+    while (!f->closing && (f->ra_inflight < share || f->ra_next < need) &&
            f->ra_next < f->ra_until) {
         unsigned run = (unsigned)SL_MIN((uint64_t)run_max, 2ULL * (f->ra_runs + 1));
         unsigned count = (unsigned)SL_MIN((uint64_t)run, f->ra_end - f->ra_next);

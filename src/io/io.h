@@ -8,8 +8,9 @@
 #include "core/core.h"
 #include "meta/meta.h"
 
-/* An open sluice: everything below the front ends. All fields are set by sl_open() and not
- * changed after, so any thread may read them; each member guards its own state. */
+/* An open sluice: everything below the front ends. All fields but the atomic ones are set by
+ * sl_open() and not changed after, so any thread may read them; each member guards its own
+ * state. */
 struct sl {
     struct sl_config *cfg;
     struct sl_counters ctr;
@@ -20,6 +21,7 @@ struct sl {
     char *cache_dir;      /* NULL when the disk tier is off */
     struct sl_orders *orders; /* exact-order prefetches running (order.c) */
     char *trace_dir;      /* $SLUICE_TRACE_DIR at sl_open: where closed files' reads are told */
+    _Atomic unsigned ra_streams; /* files with read-ahead runs in flight (file.c) */
 };
 
 #define SL_POOL_THREADS 16

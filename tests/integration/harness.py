@@ -425,7 +425,10 @@ http {{
                   **kw):
         """A config with /s3 mounted from server (and any other mounts given)."""
         lines = ["cache:", f"  dir: {self.cache}", f"  size: {kw.get('size', self.cache_size)}",
-                 f"  memory: {kw.get('memory', self.cache_memory)}", "mounts:",
+                 f"  memory: {kw.get('memory', self.cache_memory)}"]
+        if kw.get("page_size"):
+            lines.append(f"  page_size: {kw['page_size']}")
+        lines += ["mounts:",
                  "  /s3:", f"    uri: {uri}", f"    endpoint: {server.url}"]
         lines += ["    " + l for l in extra_mount.splitlines() if l.strip()]
         for point, spec in (mounts_extra or {}).items():

@@ -972,6 +972,53 @@ class S3MountTest(RemoteCase):
         with urllib.request.urlopen(f"{s3.url}/__front__/gets", timeout=10) as r:
             return [k for k in json.loads(r.read()) if k.startswith(prefix)]
 
+    def test_read_ahead_shares_the_link_among_streams(self):
+        # One stream reads ahead with up to 4 runs in flight; streams at once share 16 (and
+        # each has a run more for the pages its reader waits on now). Runs wait for one of the
+        # 16 threads that fetch them: were each of 8 streams to ask for 4, a reader that
+        # starts among them would find its first run queued behind 16 runs far ahead of other
+        # readers, and wait for them to cross the link.
+        names = [f"s{i}.bin" for i in range(10)]
+        for n in names:
+            self.s3_seed("data", f"ra/{n}", [random_bytes(16 * MiB, n)])
+        s3 = self.start_s3("data")
+        far = self.start_throttle(s3, latency_ms=20, bandwidth="40MB")
+        self.config = self.s3_config(far, "s3://data", page_size="256KiB",
+                                     extra_mount="metadata_ttl: -1")
+        mnt = self.mount()
+        bad = []
+
+        def read(n):
+            if read_file(os.path.join(mnt, "s3", "ra", n)) != random_bytes(16 * MiB, n):
+                bad.append(n)
+
+        def first_bytes(n):
+            want = random_bytes(16 * MiB, n)[:128 << 10]
+            t = time.monotonic()
+            with open(os.path.join(mnt, "s3", "ra", n), "rb") as f:
+                got = f.read(128 << 10)
+            took = time.monotonic() - t
+            self.assertEqual(got, want)
+            return took
+
+        read(names[0])
+        one = self.throttle_stats(far)["max_in_flight"]
+        alone = first_bytes(names[9])
+        threads = [threading.Thread(target=read, args=(n,)) for n in names[1:8]]
+        for t in threads:
+            t.start()
+        time.sleep(1)  # the 7 streams' read-ahead is at its full depth
+        among = first_bytes(names[8])
+        for t in threads:
+            t.join()
+        print(f"first 128 KiB: alone {alone:.3f} s, among 7 streams {among:.3f} s; "
+              f"runs in flight at most: {one} for one stream")
+        self.assertEqual(bad, [])
+        self.assertGreaterEqual(one, 4, "one stream keeps its 4 runs in flight")
+        # Its share of the link, against the 1.7-1.9 s that 4 runs a stream made it wait here
+        # behind the others' runs far ahead (0.5 s with a share).
+        self.assertLess(among, alone + 1.1, "a reader among 7 streams waits for runs far ahead")
+
     def test_epoch_order_through_the_control_file(self):
         s3 = self.start_s3("data")
         far = self.start_throttle(s3, latency_ms=20)
