@@ -255,8 +255,9 @@ static unsigned window_max(struct sl_file *f)
 }
 
 /* Asks for pages [ra_next, ra_until) of pin's version in runs, at most the stream's share of
- * runs in flight (ra_share) but for the pages below `need`, which a reader waits for now (f->lock held; a run
- * still writing its pages to disk counts as in flight, though its reader may have passed it).
+ * runs in flight (ra_share) but for the pages below `need`, which a reader waits for now
+ * (f->lock held; a run still writing its pages to disk counts as in flight, though its reader
+ * may have passed it).
  * Called when the reader moves the window and when a run finishes: the next run is asked for
  * while the others are still arriving, so the link never waits for the reader. The first runs
  * of a stream grow (2, 4, 6... pages up to RA_RUN_BYTES): runs that started together would
