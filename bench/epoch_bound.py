@@ -6,7 +6,7 @@ once in a new seeded order.
 
 Prints the hit rate per epoch. Every hit of an epoch is of an item kept since the epoch
 before, so of one in the cache when the epoch began: no policy beats cache / items, and this
-one reaches it. A cache of a quarter of the dataset must fetch three quarters of it every
+one reaches it in every epoch after the first (which starts with the cache empty). A cache of a quarter of the dataset must fetch three quarters of it every
 epoch, whatever it is told of the order (docs/benchmarks.md, the training section).
 """
 import heapq
@@ -42,12 +42,18 @@ def belady(items, cache, epochs, seed):
 
 
 def main():
-    args = [int(a) for a in sys.argv[1:]]
+    usage = "epoch_bound: expected ITEMS CACHE [EPOCHS [SEED]] with 0 < CACHE <= ITEMS"
+    try:
+        args = [int(a) for a in sys.argv[1:]]
+    except ValueError:
+        sys.exit(usage)
+    if len(args) not in (0, 2, 3, 4):
+        sys.exit(usage)
     items, cache = (args[0], args[1]) if len(args) >= 2 else (160, 40)
     epochs = args[2] if len(args) >= 3 else 6
     seed = args[3] if len(args) >= 4 else 1
     if not 0 < cache <= items or epochs < 1:
-        sys.exit("epoch_bound: expected ITEMS CACHE [EPOCHS [SEED]] with 0 < CACHE <= ITEMS")
+        sys.exit(usage)
     rates = belady(items, cache, epochs, seed)
     print(f"{items} items, a cache of {cache} ({cache / items:.1%}), seed {seed}: hit rate by epoch")
     print("  " + "  ".join(f"{r:.1%}" for r in rates))

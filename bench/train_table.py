@@ -1,11 +1,12 @@
-"""The table of bench/train.sh: one row per workload, mode and cache fraction, from the JSON
-lines of `sluice bench train --json`.
+"""The tables of bench/train.sh, from the JSON lines of `sluice bench train --json`: one row per
+workload, mode and cache fraction; then, per workload and cache fraction, sluice's best mode
+against rclone.
 
     /usr/bin/python3 bench/train_table.py bench/out/train.jsonl [BANDWIDTH]
 
 With the store's bandwidth (the throttle's --bandwidth: 150MB, 1.5GB, 200MiB), a column "link
-busy": the store's bytes over what the link could carry in the epoch's wall time (100%: the
-link, not the tool, was the bound).
+busy" in both: the store's bytes over what the link could carry in the epoch's wall time
+(100%: the link, not the tool, was the bound).
 """
 import json
 import re
@@ -86,8 +87,8 @@ for (w, frac), modes in peers.items():
     floor = sum(e["floor_bytes"] for e in later) / len(later)
     rbytes = sum(e["store_bytes"] for e in rlater) / len(rlater)
     rows.append(f"| {w} | {frac * 100:.0f}% | {best} {au * 100:.1f}% | {rau * 100:.1f}% | "
-                f"{au / rau if rau else 0:.2f}x | {share([busy(e) for e in rlater])} | "
-                f"{rbytes / floor if floor else 0:.2f}x |")
+                f"{f'{au / rau:.2f}x' if rau else '-'} | {share([busy(e) for e in rlater])} | "
+                f"{f'{rbytes / floor:.2f}x' if floor else '-'} |")
 if rows:
     print()
     print("| workload | cache | sluice's best, AU 2+ | rclone, AU 2+ | sluice / rclone | rclone's link busy | rclone's store bytes / floor |")

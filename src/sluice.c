@@ -18,6 +18,7 @@ int sl_open(const sl_options_t *opts, sl_t **out)
 
     sl__err_clear();
     if (!sl) return -ENOMEM;
+    atomic_init(&sl->ra_streams, 0);
     if ((rc = sl__config_load(opts ? opts->config_path : NULL, &sl->cfg)) < 0) goto fail;
     if (opts && opts->cache_dir) {
         free(sl->cfg->cache_dir);

@@ -14,8 +14,8 @@
  * read-ahead as it goes, a page ahead for each page it has read: a Parquet reader takes a
  * column chunk in 128 KiB pieces, which are sequential too, and must not pull in the megabytes
  * of the columns after it; a real stream that began mid-file is past that in a moment.
- * Pages read ahead are fetched by the pool in runs (one store request each, at most
- * RA_INFLIGHT at once; see pump()) and wait in the RAM tier; pages a sequential reader has
+ * Pages read ahead are fetched by the pool in runs (one store request each, at most the
+ * stream's share of RA_TOTAL at once, up to RA_INFLIGHT; see pump()) and wait in the RAM tier; pages a sequential reader has
  * consumed are not kept in RAM (a stream read once would only push out useful pages).
  * A reader that knows its pattern says so (sl_file_advise): SEQUENTIAL opens the full window at
  * once and never reads past the advised end; RANDOM never reads ahead.
@@ -34,10 +34,12 @@
 /* Runs in flight per stream: enough to fill a link whose latency a run's transfer time covers
  * several times over (8 MiB at 200 MB/s: 42 ms against 20 ms). */
 #define RA_INFLIGHT 4U
-/* Runs in flight over all streams, shared out among them (at least one each): a link that one
- * stream's RA_INFLIGHT fills gains nothing from more, and each run a stream asks for far ahead
- * takes a share of the link from the bytes another reader waits for now. */
-#define RA_TOTAL 16U
+/* Runs in flight over all streams, shared out among them: the pool's threads. Runs past them
+ * wait in the pool's queue, in the order asked, so a reader's next pages waited behind other
+ * streams' runs far ahead of their readers. A soft limit: each stream may have one run (more
+ * than 16 streams go past it), one that had more keeps them until they end, and the pages a
+ * reader waits for now are asked for whatever the share. */
+#define RA_TOTAL SL_POOL_THREADS
 /* A file of at most this many pages is small: its first read fetches it whole. */
 #define SMALL_FILE_PAGES 2U
 /* How far out of order a stream's reads may arrive and still be the stream (see read_ahead). */

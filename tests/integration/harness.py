@@ -428,8 +428,7 @@ http {{
                  f"  memory: {kw.get('memory', self.cache_memory)}"]
         if kw.get("page_size"):
             lines.append(f"  page_size: {kw['page_size']}")
-        lines += ["mounts:",
-                 "  /s3:", f"    uri: {uri}", f"    endpoint: {server.url}"]
+        lines += ["mounts:", "  /s3:", f"    uri: {uri}", f"    endpoint: {server.url}"]
         lines += ["    " + l for l in extra_mount.splitlines() if l.strip()]
         for point, spec in (mounts_extra or {}).items():
             lines.append(f"  {point}: {spec}")
