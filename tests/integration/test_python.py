@@ -6,11 +6,10 @@ import errno
 import json
 import os
 import struct
-import subprocess
 import sys
 import time
 
-from harness import MiB, SluiceCase, main, mount_pid, read_file, wait_gone
+from harness import MiB, SluiceCase, main, read_file
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.join(HERE, "..", "..", "python"))
@@ -146,7 +145,7 @@ class TorchTest(SluiceCase):
         point = os.path.join(self.tmp, "mnt")
         os.makedirs(point)
         self.sluice("mount", point)
-        self.addCleanup(self.unmount, point)
+        self.mounted.append(point)  # unmounted by tearDown, before the folder is removed
         paths = [os.path.join(point, "data", "train", n) for n in names]
 
         class Files(torch.utils.data.Dataset):
@@ -177,11 +176,6 @@ class TorchTest(SluiceCase):
         # A second epoch takes up the order handed over ahead: nothing is replaced.
         status = epoch()
         self.assertEqual((status["items"], status["position"]), (384, 256))
-
-    def unmount(self, point):
-        pid = mount_pid(point)
-        subprocess.run(["umount", "-l", point], capture_output=True)
-        wait_gone(pid)
 
 
 if __name__ == "__main__":
