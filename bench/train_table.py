@@ -52,12 +52,14 @@ def share(values):
 
 print("| workload | mode | cache | AU epoch 1 | AU epochs 2+ | link busy 2+ | hit rate 2+ | store GiB per epoch 2+ (floor) | p99 wait 2+ |")
 print("|---|---|---|---|---|---|---|---|---|")
+peers = OrderedDict()  # (workload, fraction) -> mode -> (AU epochs 2+, those epochs)
 for (w, mode, frac), eps in runs.items():
     later = [e for e in eps if e["epoch"] >= 2] or eps
     for e in eps:  # the bytes that did not come from the store (as `bench train` reports it)
         e["hit_rate"] = 1 - min(e["store_bytes"], e["bytes_read"]) / e["bytes_read"]
     mean = lambda k: sum(e[k] for e in later) / len(later)
     cache = "-" if mode == "direct" else f"{frac * 100:.0f}%"
+    peers.setdefault((w, frac), {})[mode] = (mean("au"), later)
     print(f"| {w} | {mode} | {cache} | {eps[0]['au'] * 100:.1f}% | {mean('au') * 100:.1f}% | "
           f"{share([busy(e) for e in later])} | "
           f"{mean('hit_rate') * 100:.1f}% | {gib(mean('store_bytes'))} ({gib(mean('floor_bytes'))}) | "
@@ -69,11 +71,6 @@ for (w, mode, frac), eps in runs.items():
 # (1 - f) x dataset, every epoch; where rclone already keeps the link busy, a tool can gain
 # over it at most the ratio of rclone's store bytes to that floor (a little more in AU, which
 # leaves each epoch's first step, and the fetching its wait allows, out).
-peers = OrderedDict()
-for (w, mode, frac), eps in runs.items():
-    later = [e for e in eps if e["epoch"] >= 2] or eps
-    au = sum(e["au"] for e in later) / len(later)
-    peers.setdefault((w, frac), {})[mode] = (au, later)
 rows = []
 for (w, frac), modes in peers.items():
     if "rclone" not in modes or not 0 < frac < 1:

@@ -15,8 +15,9 @@
  * column chunk in 128 KiB pieces, which are sequential too, and must not pull in the megabytes
  * of the columns after it; a real stream that began mid-file is past that in a moment.
  * Pages read ahead are fetched by the pool in runs (one store request each, at most the
- * stream's share of RA_TOTAL at once, up to RA_INFLIGHT; see pump()) and wait in the RAM tier; pages a sequential reader has
- * consumed are not kept in RAM (a stream read once would only push out useful pages).
+ * stream's share of RA_TOTAL at once, up to RA_INFLIGHT; see pump()) and wait in the RAM tier;
+ * pages a sequential reader has consumed are not kept in RAM (a stream read once would only
+ * push out useful pages).
  * A reader that knows its pattern says so (sl_file_advise): SEQUENTIAL opens the full window at
  * once and never reads past the advised end; RANDOM never reads ahead.
  */
